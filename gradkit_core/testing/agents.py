@@ -1,0 +1,182 @@
+"""Conformance suite for agents (kind ``agents``).
+
+The contract (see :func:`gradkit_core.hookspecs.gradkit_register_agents`), in the
+style of stable-baselines3::
+
+    agent = gk.create(NAME, env, seed=0, **hp)      # env: a gymnasium.Env (or an id string)
+    agent.learn(total_steps, progress=False)        # returns the agent itself
+    action = agent.predict(obs, deterministic=True) # an element of env.action_space
+    agent.save(path)
+    agent = type(agent).load(path, env=env)         # plain format or torch.load(weights_only=True)
+    mean, std = agent.evaluate(n_episodes)
+
+What the suite checks:
+
+* ``learn`` returns the agent and ``predict`` gives an action inside the action space
+  (for a single observation), deterministic predictions repeat;
+* a save/load round trip gives identical deterministic predictions, and the file is
+  readable by a safe loader (``torch.load(weights_only=True)``, ``numpy.load`` without
+  pickles, or JSON) -- never an arbitrary pickle;
+* ``evaluate(n)`` returns a finite mean and a non-negative std;
+* seeded determinism: two agents created with the same seed and trained for the same
+  number of steps on fresh envs predict identically; a different seed differs;
+* a discrete action space is refused with a clear ``TypeError``/``ValueError`` that
+  names the action space.
+
+Subclass :class:`AgentConformance` in a plugin's tests and supply a small env::
+
+    from gradkit_core.testing.agents import AgentConformance
+
+    class TestDSACT(AgentConformance):
+        agent_name = "dsac-t"
+        agent_kwargs = {"hidden": (16, 16), "warmup": 50, "batch_size": 16}
+        learn_steps = 120
+
+        @pytest.fixture
+        def make_env(self):                  # a callable returning a fresh env (or env id)
+            return lambda: gymnasium.make("Pendulum-v1")
+
+Override :meth:`make_agent` to build the agent without the registry, and
+:meth:`make_discrete_env` when the agent legitimately supports discrete actions
+(then set ``supports_discrete = True``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+
+
+class AgentConformance:
+    #: registered component name (``None``: override :meth:`make_agent`)
+    agent_name: Optional[str] = None
+    #: keyword hyperparameters for ``create(name, env, seed=..., **agent_kwargs)`` (keep them tiny)
+    agent_kwargs: Dict[str, Any] = {}
+    #: env steps for each ``learn`` call in the suite (enough to do some gradient updates)
+    learn_steps: int = 200
+    #: episodes for the ``evaluate`` check
+    eval_episodes: int = 2
+    #: set True for agents that accept discrete action spaces
+    supports_discrete: bool = False
+
+    # ------------------------------------------------------------------ hooks
+    def make_agent(self, env: Any, seed: int = 0):
+        import gradkit_core as gk
+
+        if self.agent_name is None:
+            raise TypeError("set agent_name or override make_agent()")
+        return gk.create(self.agent_name, env, kind="agents", seed=seed, **self.agent_kwargs)
+
+    def make_discrete_env(self):
+        import gymnasium as gym
+
+        return gym.make("CartPole-v1")
+
+    @pytest.fixture
+    def make_env(self):  # pragma: no cover - subclasses must supply it
+        raise TypeError("AgentConformance subclasses must define a `make_env` fixture returning an env factory")
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _space(env: Any):
+        import gymnasium as gym
+
+        return (gym.make(env) if isinstance(env, str) else env)
+
+    @staticmethod
+    def _obs(env_like: Any, seed: int = 0):
+        env = AgentConformance._space(env_like)
+        obs, _ = env.reset(seed=seed)
+        return env, obs
+
+    @staticmethod
+    def _same(a, b) -> bool:
+        import numpy as np
+
+        return np.array_equal(np.asarray(a), np.asarray(b))
+
+    @staticmethod
+    def _probe_observations(env_like: Any, n: int = 5):
+        """A few fixed observations: reset states under fixed seeds."""
+        env = AgentConformance._space(env_like)
+        return [env.reset(seed=1000 + i)[0] for i in range(n)]
+
+    # ------------------------------------------------------------------ tests
+    def test_learn_returns_agent_and_predict_is_in_action_space(self, make_env):
+        env = make_env()
+        agent = self.make_agent(env, seed=0)
+        assert agent.learn(self.learn_steps) is agent, "learn() must return the agent itself"
+        space = self._space(env).action_space
+        for obs in self._probe_observations(make_env()):
+            a = agent.predict(obs, deterministic=True)
+            assert space.contains(a), f"predict() returned {a!r}, not an element of {space}"
+            assert self._same(a, agent.predict(obs, deterministic=True)), "deterministic predict must repeat"
+
+    def test_save_load_round_trip(self, make_env, tmp_path: Path):
+        agent = self.make_agent(make_env(), seed=0).learn(self.learn_steps)
+        path = tmp_path / "agent.ckpt"
+        agent.save(path)
+        files = [path] if path.exists() else sorted(p for p in tmp_path.rglob("*") if p.is_file())
+        assert files, "save(path) wrote nothing"
+        for f in files:
+            assert _safe_loadable(f), f"{f.name} is not readable by a safe loader (torch weights_only / npz / json)"
+        loaded = type(agent).load(path, env=make_env())
+        for obs in self._probe_observations(make_env()):
+            assert self._same(agent.predict(obs, deterministic=True), loaded.predict(obs, deterministic=True)), (
+                "a loaded agent must predict exactly as the saved one"
+            )
+
+    def test_evaluate_returns_mean_and_std(self, make_env):
+        import math
+
+        agent = self.make_agent(make_env(), seed=0)
+        out = agent.evaluate(self.eval_episodes)
+        mean, std = out[0], out[1]
+        assert math.isfinite(float(mean)), f"evaluate() mean must be finite, got {mean}"
+        assert float(std) >= 0 and math.isfinite(float(std)), f"evaluate() std must be finite and >= 0, got {std}"
+
+    def test_seeded_determinism(self, make_env):
+        a = self.make_agent(make_env(), seed=3).learn(self.learn_steps)
+        b = self.make_agent(make_env(), seed=3).learn(self.learn_steps)
+        c = self.make_agent(make_env(), seed=4).learn(self.learn_steps)
+        probes = self._probe_observations(make_env())
+        assert all(self._same(a.predict(o), b.predict(o)) for o in probes), "same seed must give the same agent"
+        assert not all(self._same(a.predict(o), c.predict(o)) for o in probes), "a different seed should differ"
+
+    def test_discrete_action_space_is_a_clear_error(self):
+        if self.supports_discrete:
+            pytest.skip("agent supports discrete action spaces")
+        with pytest.raises((TypeError, ValueError)) as exc:
+            self.make_agent(self.make_discrete_env(), seed=0)
+        msg = str(exc.value).lower()
+        assert "action" in msg and ("discrete" in msg or "box" in msg), (
+            f"the error should name the action space problem, got: {exc.value}"
+        )
+
+
+def _safe_loadable(path: Path) -> bool:
+    """True when ``path`` opens with a loader that cannot run arbitrary code."""
+    try:
+        json.loads(path.read_text())
+        return True
+    except Exception:  # noqa: BLE001 - try the next format
+        pass
+    try:
+        import numpy as np
+
+        loaded = np.load(path, allow_pickle=False)
+        if hasattr(loaded, "close"):
+            loaded.close()
+        return True
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        import torch
+
+        torch.load(path, weights_only=True, map_location="cpu")
+        return True
+    except Exception:  # noqa: BLE001
+        return False

@@ -1,0 +1,37 @@
+"""The kind's contract (gradkit_core.testing.agents) for dsac-t, dsac-v1 and sac."""
+
+import gymnasium as gym
+import pytest
+import torch
+
+from gradkit_core.testing.agents import AgentConformance
+
+torch.set_num_threads(1)
+TINY = dict(hidden=(16, 16), activation="relu", batch_size=16, warmup=40, env_steps_per_update=1, buffer_size=2000)
+
+
+class _Pendulum(AgentConformance):
+    agent_kwargs = TINY
+    learn_steps = 100
+    eval_episodes = 2
+
+    @pytest.fixture
+    def make_env(self):
+        return lambda: gym.make("Pendulum-v1")
+
+
+class TestDSACTConformance(_Pendulum):
+    agent_name = "dsac-t"
+
+
+class TestDSACv1Conformance(_Pendulum):
+    agent_name = "dsac-v1"
+
+
+class TestSACConformance(_Pendulum):
+    agent_name = "sac"
+
+
+class TestDSACTv2025Conformance(_Pendulum):
+    agent_name = "dsac-t"
+    agent_kwargs = {**TINY, "critic_loss": "v2025"}
