@@ -7,12 +7,12 @@ import torch
 from gradkit_core.testing.agents import AgentConformance
 
 torch.set_num_threads(1)
-TINY = dict(hidden=(16, 16), activation="relu", batch_size=16, warmup=40, env_steps_per_update=1, buffer_size=2000)
+TINY = dict(hidden=(16, 16), activation="relu", batch_size=16, warmup=30, env_steps_per_update=1, buffer_size=2000)
 
 
 class _Pendulum(AgentConformance):
     agent_kwargs = TINY
-    learn_steps = 100
+    learn_steps = 70
     eval_episodes = 2
 
     @pytest.fixture
@@ -30,8 +30,3 @@ class TestDSACv1Conformance(_Pendulum):
 
 class TestSACConformance(_Pendulum):
     agent_name = "sac"
-
-
-class TestDSACTv2025Conformance(_Pendulum):
-    agent_name = "dsac-t"
-    agent_kwargs = {**TINY, "critic_loss": "v2025"}

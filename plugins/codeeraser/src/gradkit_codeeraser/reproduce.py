@@ -29,14 +29,14 @@ from .unlearn import CodeEraser
 
 CONFIGS = {
     "quick": dict(corpus=250_000, length=64, d_model=64, n_layer=2, n_head=4, n_secret=16, n_plain=16,
-                  n_unseen=16, train_steps=450, batch=32, mem_frac=0.5, train_lr=3e-3, forget_k=8,
-                  unlearn_lr=1e-3, max_steps=60, bs=4, eval_every=2),
+                  n_unseen=16, train_steps=350, batch=32, mem_frac=0.5, train_lr=3e-3, forget_k=8,
+                  unlearn_lr=1e-4, max_steps=80, bs=4, eval_every=4),
     "default": dict(corpus=600_000, length=96, d_model=96, n_layer=2, n_head=4, n_secret=48, n_plain=32,
                     n_unseen=32, train_steps=1400, batch=32, mem_frac=0.5, train_lr=3e-3, forget_k=32,
-                    unlearn_lr=5e-4, max_steps=150, bs=4, eval_every=2),
+                    unlearn_lr=1e-4, max_steps=200, bs=4, eval_every=2),
     "full": dict(corpus=1_500_000, length=128, d_model=128, n_layer=4, n_head=4, n_secret=200, n_plain=64,
                  n_unseen=200, train_steps=5000, batch=32, mem_frac=0.5, train_lr=2e-3, forget_k=32,
-                 unlearn_lr=3e-4, max_steps=300, bs=4, eval_every=2),
+                 unlearn_lr=5e-5, max_steps=400, bs=4, eval_every=2),
 }
 
 METHODS = ("lm-ga", "lm-cu", "ssga", "codeeraser")

@@ -1,0 +1,72 @@
+"""Wrapper overhead: step time of every MuJoCo QD task vs the raw gymnasium v5 env it owns.
+
+Both envs are built the same way (the task's own ``base_env`` configuration, no ``gymnasium.make``
+wrappers on either side), stepped with the same pre-drawn random actions, in alternating blocks
+in one process; the reported ratio is task time / raw time (1.0 = no overhead).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from gradkit_core.results import Result
+from gradkit_core.results import progress as _bar
+
+TASK_IDS = (
+    "gradkit/HalfCheetahUni-v0",
+    "gradkit/HopperUni-v0",
+    "gradkit/Walker2dUni-v0",
+    "gradkit/AntUni-v0",
+    "gradkit/AntOmni-v0",
+    "gradkit/AntTrapOmni-v0",
+)
+
+
+def _time_steps(env, actions, reset) -> float:
+    t0 = time.perf_counter()
+    for a in actions:
+        _, _, term, trunc, _ = env.step(a)
+        if term or trunc:
+            reset()
+    return time.perf_counter() - t0
+
+
+def run(*, quick: bool = False, out=None, seed: int = 0, progress: bool = True) -> Result:  # noqa: ARG001
+    import gymnasium as gym
+
+    import gradkit_locomotion  # noqa: F401  (registers the ids)
+
+    n_steps, n_blocks = (500, 5) if quick else (1000, 15)
+    res = Result("locomotion", title=f"QD task step time vs raw gymnasium env ({n_steps * n_blocks} steps each)")
+    ratios = {}
+    for env_id in _bar(TASK_IDS, desc="locomotion bench", enabled=progress):
+        task = gym.make(env_id, episode_length=1000).unwrapped
+        raw = gym.make(env_id, episode_length=1000).unwrapped.base_env  # same options, no QD layer
+        rng = np.random.default_rng(seed)
+        acts = rng.uniform(-1, 1, size=(n_blocks, n_steps) + task.action_space.shape)
+        task.reset(seed=seed)
+        raw.reset(seed=seed)
+        t_task, t_raw = [], []
+        for b in range(n_blocks):  # alternate blocks so both see the same machine load
+            t_raw.append(_time_steps(raw, acts[b], lambda: raw.reset()))
+            t_task.append(_time_steps(task, acts[b], lambda: task.reset()))
+        n = n_steps * n_blocks
+        # median of per-block ratios: robust to load spikes on a shared machine
+        ratio = float(np.median(np.array(t_task) / np.array(t_raw)))
+        t_task, t_raw = sum(t_task), sum(t_raw)
+        ratios[env_id] = ratio
+        res.add_row(env=env_id, raw_steps_per_s=n / t_raw, task_steps_per_s=n / t_task, overhead_ratio=ratio)
+        task.close()
+        raw.close()
+    worst = max(ratios, key=ratios.get)
+    res.add_claim(
+        "the QD layer (descriptor scan, reward clip, time feature) adds at most 10% to the raw env's step time",
+        ratios[worst] <= 1.10,
+        f"worst {worst}: x{ratios[worst]:.3f}",
+    )
+    res.meta.update(n_steps=n_steps * n_blocks, seed=seed)
+    res.add_note("single process; overhead_ratio = median over alternating blocks of task time / raw v5 env time (same base options)")
+    return res
+

@@ -1,0 +1,346 @@
+"""MuJoCo quality-diversity locomotion tasks (the DCG-MAP-Elites / QDax task set) on gymnasium v5.
+
+Each task is a :class:`gymnasium.Env` that owns a gymnasium v5 MuJoCo env (``base_env``) and adds
+what the QD papers put around it (QDax ``locomotion_wrappers.py``, ``wrappers.py``,
+``bd_extractors.py``):
+
+* a **behaviour descriptor** -- ``"feet_contact"``: for every foot the fraction of the *valid*
+  (non-terminated) steps on which a (foot, floor) contact exists in ``data.contact``;
+  ``"final_xy"``: the torso's ``qpos[:2]`` at the last valid step, clipped to the descriptor box;
+* **non-negative rewards** (QDax ``ClipRewardWrapper``): ``max(r + reward_offset, 0)``; the omni
+  tasks drop the forward term and add 3.03 per step (survive + ctrl + contact + 3.03);
+* a **time-remaining feature** ``(T - t) / T`` appended to the observation (QDax
+  ``TimeAwarenessWrapper``): 1 at reset, ``1/T`` before the last action, 0 on the final observation;
+* episodes truncated at ``episode_length`` steps (gymnasium's unhealthy termination is kept).
+
+``info`` of every step carries ``"descriptor"`` (the running descriptor) and ``"valid_steps"``; the
+step that ends the episode also carries ``"final_descriptor"``.  ``descriptor_bounds`` gives the
+box ``(low, high)`` a consumer uses to normalise descriptors to ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+FEET_CONTACT = "feet_contact"
+FINAL_XY = "final_xy"
+OMNI_REWARD_OFFSET = 3.03
+
+#: feet geoms of the gymnasium v5 assets, in descriptor order
+FEET = {
+    "HalfCheetah": ("bfoot", "ffoot"),
+    "Walker2d": ("foot_geom", "foot_left_geom"),
+    "Hopper": ("foot_geom",),
+    "Ant": ("left_ankle_geom", "right_ankle_geom", "third_ankle_geom", "fourth_ankle_geom"),
+}
+FLOOR = "floor"
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class LocomotionEnv(gym.Env):
+    """A gymnasium v5 MuJoCo env turned into a QD task (descriptor, clipped reward, time feature).
+
+    Parameters
+    ----------
+    base_env:
+        a gymnasium MuJoCo env (``MujocoEnv``), owned and closed by this env.
+    descriptor:
+        ``"feet_contact"`` (needs ``feet``) or ``"final_xy"`` (needs ``desc_bound``).
+    episode_length:
+        ``T``: the episode is truncated after ``T`` steps.
+    feet:
+        geom names of the feet, in descriptor order (feet-contact tasks).
+    desc_bound:
+        half-width of the x-y descriptor box ``[-b, b]^2`` (final-xy tasks).
+    omni_reward:
+        use ``reward_survive + reward_ctrl + reward_contact`` from ``info`` (forward term removed).
+    reward_offset, clip_reward:
+        the step reward is ``max(r + reward_offset, 0)`` when ``clip_reward`` (QDax).
+    scale_xy_obs:
+        divide the observation's first two entries (x, y) by ``desc_bound`` (ant_omni).
+    time_feature:
+        append ``(T - t) / T`` to the observation.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
+
+    def __init__(
+        self,
+        base_env: gym.Env,
+        *,
+        descriptor: str,
+        episode_length: int,
+        feet: Sequence[str] = (),
+        desc_bound: Optional[float] = None,
+        omni_reward: bool = False,
+        reward_offset: float = 0.0,
+        clip_reward: bool = True,
+        scale_xy_obs: bool = False,
+        time_feature: bool = True,
+    ):
+        if descriptor not in (FEET_CONTACT, FINAL_XY):
+            raise ValueError(f"descriptor must be {FEET_CONTACT!r} or {FINAL_XY!r}, got {descriptor!r}")
+        self.base_env = base_env
+        self.descriptor_kind = descriptor
+        self.episode_length = _check_positive_int("episode_length", episode_length)
+        self.omni_reward = bool(omni_reward)
+        self.reward_offset = float(reward_offset)
+        self.clip_reward = bool(clip_reward)
+        self.time_feature = bool(time_feature)
+        self.render_mode = getattr(base_env, "render_mode", None)
+        model = base_env.unwrapped.model
+        self.model = model
+        self.data = base_env.unwrapped.data
+
+        if descriptor == FEET_CONTACT:
+            if not feet:
+                raise ValueError("a feet_contact descriptor needs the feet geom names")
+            self.feet = tuple(feet)
+            # resolve names once; the per-step scan works on geom ids only
+            import mujoco
+
+            ids = []
+            for name in (FLOOR, *self.feet):
+                gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, name)
+                if gid < 0:
+                    raise ValueError(f"geom {name!r} not found in the MuJoCo model of {type(base_env).__name__}")
+                ids.append(gid)
+            self._floor_id = ids[0]
+            self.feet_geom_ids = np.asarray(ids[1:], dtype=np.int64)
+            self._foot_index = {int(g): k for k, g in enumerate(self.feet_geom_ids)}
+            low = np.zeros(len(self.feet))
+            high = np.ones(len(self.feet))
+            self.desc_bound = None
+        else:
+            if desc_bound is None or not np.isfinite(desc_bound) or desc_bound <= 0:
+                raise ValueError(f"a final_xy descriptor needs a positive finite desc_bound, got {desc_bound!r}")
+            self.feet = ()
+            self.desc_bound = float(desc_bound)
+            low = np.full(2, -self.desc_bound)
+            high = np.full(2, self.desc_bound)
+        self._desc_low, self._desc_high = low, high
+        self.scale_xy_obs = bool(scale_xy_obs)
+        if self.scale_xy_obs and self.desc_bound is None:
+            raise ValueError("scale_xy_obs needs a final_xy descriptor (desc_bound)")
+
+        base_obs = base_env.observation_space
+        lo, hi = base_obs.low.astype(np.float64), base_obs.high.astype(np.float64)
+        if self.time_feature:
+            lo, hi = np.append(lo, 0.0), np.append(hi, 1.0)
+        self.observation_space = spaces.Box(lo, hi, dtype=np.float64)
+        self.action_space = base_env.action_space
+
+        self._t = 0
+        self._contact_sum = [0.0] * len(self.feet)
+        self._xy = np.zeros(2)
+        self._done = False
+
+    # ------------------------------------------------------------------ descriptors
+    @property
+    def descriptor_bounds(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(low, high)`` of the descriptor box (copies)."""
+        return self._desc_low.copy(), self._desc_high.copy()
+
+    @property
+    def descriptor_dim(self) -> int:
+        return int(self._desc_low.shape[0])
+
+    def feet_in_contact(self) -> np.ndarray:
+        """Binary (n_feet,) indicator: is there a (foot, floor) pair among the current contacts?"""
+        out = np.zeros(len(self.feet))
+        for k in self._feet_touching():
+            out[k] = 1.0
+        return out
+
+    def _feet_touching(self):
+        """Indices of the feet touching the floor (a plain loop: ``ncon`` is small, numpy calls cost more)."""
+        if self.data.ncon == 0:
+            return ()
+        floor, foot_of = self._floor_id, self._foot_index
+        touching = set()
+        for g1, g2 in self.data.contact.geom.tolist():
+            if g1 == floor:
+                touching.add(foot_of.get(g2))
+            elif g2 == floor:
+                touching.add(foot_of.get(g1))
+        touching.discard(None)
+        return touching
+
+    def _xy_descriptor(self) -> np.ndarray:
+        q, b = self.data.qpos, self.desc_bound
+        return np.array((min(max(float(q[0]), -b), b), min(max(float(q[1]), -b), b)))
+
+    def current_descriptor(self) -> np.ndarray:
+        """The running descriptor: contact fractions so far, or the current clipped x-y."""
+        if self.descriptor_kind == FEET_CONTACT:
+            return np.array(self._contact_sum) / max(self._t, 1)
+        return self._xy.copy()
+
+    # ------------------------------------------------------------------ gymnasium API
+    def _obs(self, base_obs: np.ndarray) -> np.ndarray:
+        n = base_obs.shape[0]
+        obs = np.empty(n + 1 if self.time_feature else n)
+        obs[:n] = base_obs
+        if self.scale_xy_obs:
+            obs[:2] /= self.desc_bound
+        if self.time_feature:
+            obs[n] = (self.episode_length - self._t) / self.episode_length
+        return obs
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        base_obs, info = self.base_env.reset(seed=seed, options=options)
+        self._t = 0
+        self._contact_sum = [0.0] * len(self.feet)
+        self._xy = self._xy_descriptor() if self.descriptor_kind == FINAL_XY else self._xy
+        self._done = False
+        info = dict(info)
+        info["descriptor"] = self.current_descriptor()
+        info["valid_steps"] = 0
+        return self._obs(base_obs), info
+
+    def step(self, action):
+        # kept lean: the QD layer must stay within 10% of the raw env's step time (see bench.py)
+        base_obs, reward, terminated, truncated, info = self.base_env.step(action)
+        t = self._t = self._t + 1
+        if self.omni_reward:
+            reward = info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
+        reward = float(reward) + self.reward_offset
+        if self.clip_reward and reward < 0.0:
+            reward = 0.0
+        if self.descriptor_kind == FEET_CONTACT:
+            sums = self._contact_sum
+            for k in self._feet_touching():
+                sums[k] += 1.0
+            desc = np.array([c / t for c in sums])
+        else:
+            self._xy = desc = self._xy_descriptor()
+        truncated = bool(truncated) or t >= self.episode_length
+        terminated = bool(terminated)
+        info["descriptor"] = desc
+        info["valid_steps"] = t
+        if terminated or truncated:
+            info["final_descriptor"] = desc.copy()
+        return self._obs(base_obs), reward, terminated, truncated, info
+
+    def render(self):
+        return self.base_env.render()
+
+    def close(self):
+        self.base_env.close()
+        super().close()
+
+
+# ---------------------------------------------------------------------- the registered tasks
+def _ant(**kw):
+    from gymnasium.envs.mujoco.ant_v5 import AntEnv
+
+    return AntEnv(include_cfrc_ext_in_observation=False, **kw)
+
+
+def ant_trap_xml() -> str:
+    """Path of the AntTrap model: gymnasium's ant.xml plus QDax's three trap walls at x = 8.5."""
+    return str(resources.files("gradkit_locomotion") / "assets" / "ant_trap.xml")
+
+
+class AntOmni(LocomotionEnv):
+    """ant_omni: Ant-v5, descriptor = final torso (x, y) in ``[-b, b]^2``, reward without the forward term.
+
+    Step reward ``max(survive + ctrl + contact + 3.03, 0)``; the observation keeps x, y divided by ``b``.
+    """
+
+    def __init__(self, episode_length: int = 250, desc_bound: float = 30.0, render_mode=None, **ant_kwargs):
+        base = _ant(
+            exclude_current_positions_from_observation=False,
+            forward_reward_weight=0.0,
+            render_mode=render_mode,
+            **self._extra_ant_kwargs(),
+            **ant_kwargs,
+        )
+        super().__init__(
+            base,
+            descriptor=FINAL_XY,
+            episode_length=episode_length,
+            desc_bound=desc_bound,
+            omni_reward=True,
+            reward_offset=OMNI_REWARD_OFFSET,
+            scale_xy_obs=True,
+        )
+
+    def _extra_ant_kwargs(self) -> Dict[str, Any]:
+        return {}
+
+
+class AntTrapOmni(AntOmni):
+    """anttrap_omni: :class:`AntOmni` with a U-shaped trap (three walls) in front of the start."""
+
+    def _extra_ant_kwargs(self) -> Dict[str, Any]:
+        return {"xml_file": ant_trap_xml()}
+
+
+class _UniTask(LocomotionEnv):
+    _robot = ""
+
+    def __init__(self, episode_length: int = 1000, render_mode=None, **base_kwargs):
+        super().__init__(
+            self._make_base(render_mode=render_mode, **base_kwargs),
+            descriptor=FEET_CONTACT,
+            episode_length=episode_length,
+            feet=FEET[self._robot],
+        )
+
+
+class HalfCheetahUni(_UniTask):
+    """halfcheetah_uni: HalfCheetah-v5, descriptor = contact fractions of (back foot, front foot)."""
+
+    _robot = "HalfCheetah"
+
+    @staticmethod
+    def _make_base(**kw):
+        from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+
+        return HalfCheetahEnv(**kw)
+
+
+class Walker2dUni(_UniTask):
+    """walker2d_uni: Walker2d-v5, descriptor = contact fractions of (right foot, left foot)."""
+
+    _robot = "Walker2d"
+
+    @staticmethod
+    def _make_base(**kw):
+        from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
+
+        return Walker2dEnv(**kw)
+
+
+class HopperUni(_UniTask):
+    """hopper_uni: Hopper-v5, descriptor = contact fraction of the foot."""
+
+    _robot = "Hopper"
+
+    @staticmethod
+    def _make_base(**kw):
+        from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+
+        return HopperEnv(**kw)
+
+
+class AntUni(_UniTask):
+    """ant_uni: Ant-v5 (x, y excluded from the observation), descriptor = contact fractions of the 4 feet."""
+
+    _robot = "Ant"
+
+    @staticmethod
+    def _make_base(**kw):
+        return _ant(**kw)

@@ -1,0 +1,213 @@
+"""Hook specifications of the ``gradkit`` plugin system.
+
+Every hook is a *registration* hook: gradkit calls it once per plugin with a
+``register`` callback that is already bound to the hook's kind and to the calling
+plugin.  A plugin calls ``register(name, target, **metadata)`` once per component:
+
+``name``
+    lower-case component name (``lion``, ``cf-cam``, ``dsac-t``).
+``target``
+    ``"package.module:attr"`` string.  Nothing is imported until a user asks for
+    the component (:func:`gradkit_core.get` / :func:`gradkit_core.create`), so the
+    module holding the hook implementations must import nothing heavy (no torch).
+``metadata``
+    ``summary`` (one line), ``paper`` (``{"title", "arxiv", "year"}``), ``tags``,
+    ``capabilities``, ``defaults`` (keyword arguments merged into ``create``).
+
+The docstring of each hook states the contract that objects of that kind follow.
+The conformance suites in :mod:`gradkit_core.testing` check those contracts.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "gradkit"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def gradkit_register_explainers(register):
+    """Register saliency / attribution methods (kind ``explainers``).
+
+    Contract: ``create(name, model, target_layer=..., **kw)`` returns an object that
+    is a context manager; ``cam(x, targets=None)`` returns a float tensor
+    ``(B, H, W)`` in ``[0, 1]`` on ``x``'s device (``targets=None`` explains the
+    predicted class).  Leaving the context removes every forward/backward hook the
+    explainer installed; the user's model is otherwise left unmodified.
+    """
+
+
+@hookspec
+def gradkit_register_optimizers(register):
+    """Register optimizers and gradient transforms (kind ``optimizers``).
+
+    Contract: the target is a ``torch.optim.Optimizer`` subclass (or a factory
+    returning one) taking ``params`` first; hyperparameters live in ``defaults``
+    and are read from ``group[...]`` at step time; state is created lazily;
+    ``step(closure=None)`` calls the closure under ``torch.enable_grad()`` and
+    returns its loss; parameters whose ``grad`` is ``None`` are left untouched;
+    ``state_dict()`` / ``load_state_dict()`` round-trip to an identical
+    continuation.  Gradient aggregators (multi-task, first-layer transforms) that
+    write into ``p.grad`` for any optimizer also register here, tagged
+    ``gradient-transform``.
+    """
+
+
+@hookspec
+def gradkit_register_unlearners(register):
+    """Register machine-unlearning methods (kind ``unlearners``).
+
+    Contract: ``create(name, model, **kw).unlearn(forget, retain, **kw)`` returns
+    the unlearned model.  ``forget`` / ``retain`` are iterables of batches
+    (``(x, y)`` for classifiers, token tensors or dicts for language models).
+    An empty forget set is an error.
+    """
+
+
+@hookspec
+def gradkit_register_agents(register):
+    """Register reinforcement-learning / quality-diversity agents (kind ``agents``).
+
+    Contract (stable-baselines3 style): ``create(name, env, seed=0, **hp)``;
+    ``learn(total_steps, progress=False)`` returns the agent;
+    ``predict(obs, deterministic=True)`` returns an action;
+    ``save(path)`` and classmethod ``load(path, env=None)`` use a plain format or
+    ``torch.load(weights_only=True)``, never arbitrary pickles;
+    ``evaluate(n_episodes)`` returns mean and std return.
+    """
+
+
+@hookspec
+def gradkit_register_simulators(register):
+    """Register differentiable simulators (kind ``simulators``).
+
+    Contract: a simulator exposes ``reset()`` / ``step(action)`` on torch state and
+    a differentiable ``rollout(...)`` whose outputs backpropagate to actions,
+    initial state and physical parameters.
+    """
+
+
+@hookspec
+def gradkit_register_envs(register):
+    """Register gymnasium environments (kind ``envs``).
+
+    Contract: ``name`` is the gymnasium id (``gradkit/AntOmni-v0``); the target is
+    the env class; the same id is registered with ``gymnasium.register`` using a
+    string entry point, and the env passes
+    ``gymnasium.utils.env_checker.check_env``.
+    """
+
+
+@hookspec
+def gradkit_register_samplers(register):
+    """Register diffusion / generative samplers (kind ``samplers``).
+
+    Contract: ``create(name, model, schedule, **kw)``; ``sample(x_T, steps)``
+    returns samples and reports the number of model evaluations (NFE).
+    """
+
+
+@hookspec
+def gradkit_register_estimators(register):
+    """Register gradient estimators and variational objectives (kind ``estimators``).
+
+    Contract: an estimator turns a stochastic program / objective into a
+    differentiable surrogate whose gradient is an (unbiased unless stated)
+    estimate of the objective's gradient.
+    """
+
+
+@hookspec
+def gradkit_register_architectures(register):
+    """Register model architectures and layers (kind ``architectures``).
+
+    Contract: the target is a ``torch.nn.Module`` subclass or a factory returning
+    one; constructor arguments are keyword hyperparameters.
+    """
+
+
+@hookspec
+def gradkit_register_trainers(register):
+    """Register training procedures (kind ``trainers``).
+
+    Contract: ``create(name, model, **hp).fit(data, ...)`` trains and returns the
+    model (or a result object holding it).
+    """
+
+
+@hookspec
+def gradkit_register_rewards(register):
+    """Register reward functions / reward shaping (kind ``rewards``).
+
+    Contract: a callable mapping (batches of) samples to float rewards, with any
+    running normalisation state exposed as attributes.
+    """
+
+
+@hookspec
+def gradkit_register_solvers(register):
+    """Register numerical solvers (kind ``solvers``).
+
+    Contract: ``create(name, **options).solve(problem, ...)`` returns a result
+    object with the solution and a per-iteration history.
+    """
+
+
+@hookspec
+def gradkit_register_benchmarks(register):
+    """Register benchmarks (kind ``benchmarks``): speed/memory comparisons and task suites.
+
+    Contract: the target is a callable ``run(*, quick=False, out=None, seed=0,
+    progress=True) -> gradkit_core.results.Result``.  ``gradkit bench NAME`` runs
+    the benchmark registered under the plugin's name.  Comparisons run side by
+    side in one process and report ratios.
+    """
+
+
+@hookspec
+def gradkit_register_reproductions(register):
+    """Register small-scale reproductions of a paper's claim (kind ``reproductions``).
+
+    Contract: the target is a callable ``run(*, quick=False, out=None, seed=0,
+    progress=True) -> gradkit_core.results.Result``; it trains/evaluates the
+    method next to the paper's baselines, seeded, and reports the paper's own
+    metrics together with whether each claimed direction held.
+    ``gradkit reproduce NAME`` runs it.
+    """
+
+
+@hookspec
+def gradkit_register_metrics(register):
+    """Register evaluation metrics (kind ``metrics``).
+
+    Contract: a callable (or class whose instances are callables) returning a
+    float or a tensor of per-example scores; its docstring says whether higher
+    is better.
+    """
+
+
+#: every kind, in display order, mapped to its hook name
+KIND_HOOKS = {
+    "explainers": "gradkit_register_explainers",
+    "optimizers": "gradkit_register_optimizers",
+    "unlearners": "gradkit_register_unlearners",
+    "agents": "gradkit_register_agents",
+    "simulators": "gradkit_register_simulators",
+    "envs": "gradkit_register_envs",
+    "samplers": "gradkit_register_samplers",
+    "estimators": "gradkit_register_estimators",
+    "architectures": "gradkit_register_architectures",
+    "trainers": "gradkit_register_trainers",
+    "rewards": "gradkit_register_rewards",
+    "solvers": "gradkit_register_solvers",
+    "benchmarks": "gradkit_register_benchmarks",
+    "reproductions": "gradkit_register_reproductions",
+    "metrics": "gradkit_register_metrics",
+}
+
+#: kinds that hold runnable experiments rather than methods; a bare name that also
+#: names a method resolves to the method
+EXPERIMENT_KINDS = frozenset({"benchmarks", "reproductions"})

@@ -1,0 +1,13 @@
+"""Conformance suites: pytest base classes that hold the rules of each kind once.
+
+A plugin's test module subclasses the suite of its kind and supplies what the
+suite needs (see each class's docstring)::
+
+    from gradkit_core.testing.optimizers import OptimizerConformance
+
+    class TestLionConformance(OptimizerConformance):
+        name = "lion"
+        kwargs = {"lr": 1e-3}
+
+Importing this package imports nothing heavy; each suite module imports torch.
+"""

@@ -1,0 +1,149 @@
+"""Reproduction of DSAC-T's claims at CPU scale (``gradkit reproduce dsact``).
+
+Default (a few CPU-minutes): Pendulum-v1 learning curves of DSAC-T, DSAC-v1 and SAC under
+one data schedule (warm-up with random actions, then one gradient iteration per env step)
+and one seed, plus the reward-scale experiment: the same three agents on rewards x0.1 and
+x10 (the x1 runs are the curves), reporting the *unscaled* return.
+
+``--quick``: the three Pendulum curves only, shorter.  ``--full``: Hopper-v5 (MuJoCo) with
+2x256 nets, the learning curves and the Q-estimation bias curve (critic mean minus the
+discounted Monte-Carlo return on evaluation rollouts) -- hours of CPU.
+
+Hyperparameters are the official DSAC-T Pendulum example's (64x64 ReLU nets, lr 1e-3 for
+critic, actor and temperature, tau 0.05, batch 64, warm-up 1000) with UTD 1 in place of the
+official 8 env steps per iteration (CPU budget); the same values are used for SAC.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from gradkit_core.results import Result, progress as _progress
+
+ALGOS = ("dsac-t", "dsac-v1", "sac")
+LABEL = {"dsac-t": "DSAC-T", "dsac-v1": "DSAC-v1", "sac": "SAC"}
+
+PENDULUM_HP = dict(hidden=(64, 64), activation="relu", lr_critic=1e-3, lr_actor=1e-3, lr_alpha=1e-3,
+                   tau=0.05, batch_size=64, warmup=1000, env_steps_per_update=1, buffer_size=100_000)
+MUJOCO_HP = dict(hidden=(256, 256), activation="gelu", lr_critic=3e-4, lr_actor=3e-4, lr_alpha=3e-4,
+                 tau=0.005, batch_size=256, warmup=5000, env_steps_per_update=1, buffer_size=1_000_000)
+
+
+def _train(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int,
+           hp: Dict, reward_scale: float, q_bias_every: Optional[int], bar) -> Dict:
+    import torch
+
+    from .agent import _ALGOS
+
+    torch.set_num_threads(1)
+    agent = _ALGOS[algo](env_id, seed=seed, reward_scale=reward_scale, **hp)
+    biases: List = []
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps:
+        chunk = min(eval_every, steps - done)
+        agent.learn(chunk)
+        done += chunk
+        m, s = agent.evaluate(eval_episodes)
+        agent.eval_history.append((agent.num_timesteps, m, s))
+        if q_bias_every and agent.num_timesteps % q_bias_every == 0:
+            biases.append((agent.num_timesteps, agent.q_bias(n_episodes=3)["normalized_bias"]))
+        bar.update(chunk)
+    wall = time.perf_counter() - t0
+    xs = [h[0] for h in agent.eval_history]
+    ys = [h[1] for h in agent.eval_history]
+    return dict(agent=agent, x=xs, y=ys, final=ys[-1], best=max(ys), wall=wall, bias=biases,
+                updates=agent.n_updates)
+
+
+def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, progress: bool = True,
+        steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None) -> Result:
+    """Run the reproduction; ``steps`` / ``seeds`` override the env-step budget and seed list."""
+    seeds = list(seeds) if seeds is not None else [seed]
+    if full:
+        return _run_full(out=out, seeds=seeds, progress=progress, steps=steps or 100_000)
+    n_steps = steps or (3000 if quick else 5000)
+    eval_every = 500
+    eval_episodes = 5
+    scales = (1.0,) if quick else (0.1, 1.0, 10.0)
+    res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC on Pendulum-v1 ({n_steps} env steps, UTD 1, "
+                                f"seeds {seeds})")
+    res.meta.update(env="Pendulum-v1", steps=n_steps, seeds=seeds, hp=dict(PENDULUM_HP), scales=list(scales),
+                    eval_every=eval_every, eval_episodes=eval_episodes)
+    total = n_steps * len(ALGOS) * len(scales) * len(seeds)
+    bar = _progress(total=total, desc="dsact reproduce", enabled=progress)
+    finals: Dict = {}
+    try:
+        for scale in scales:
+            for algo in ALGOS:
+                runs = [_train(algo, "Pendulum-v1", s, n_steps, eval_every, eval_episodes, PENDULUM_HP, scale,
+                               None, bar) for s in seeds]
+                curve = np.mean([r["y"] for r in runs], axis=0)
+                final = float(np.mean([r["final"] for r in runs]))
+                finals[(algo, scale)] = final
+                res.add_row(method=LABEL[algo], reward_scale=scale, final_return=final,
+                            best_return=float(np.mean([r["best"] for r in runs])),
+                            updates=runs[0]["updates"], wall_s=float(np.mean([r["wall"] for r in runs])))
+                res.add_curve("Pendulum-v1 return (reward x1)" if scale == 1.0 else f"return, reward x{scale:g}",
+                              LABEL[algo], runs[0]["x"], curve)
+    finally:
+        bar.close()
+
+    dsact = finals[("dsac-t", 1.0)]
+    res.add_claim("DSAC-T reaches a mean evaluation return above -250 on Pendulum-v1", dsact > -250,
+                  f"final {dsact:.1f} after {n_steps} env steps")
+    others = max(finals[("dsac-v1", 1.0)], finals[("sac", 1.0)])
+    res.add_claim("DSAC-T matches or beats DSAC-v1 and SAC (final return, within 25)", dsact >= others - 25,
+                  f"DSAC-T {dsact:.1f}, DSAC-v1 {finals[('dsac-v1', 1.0)]:.1f}, SAC {finals[('sac', 1.0)]:.1f}")
+    if len(scales) > 1:
+        spread = {a: max(finals[(a, s)] for s in scales) - min(finals[(a, s)] for s in scales) for a in ALGOS}
+        for a in ALGOS:
+            res.add_row(method=LABEL[a], reward_scale="spread (max-min)", final_return=spread[a])
+        res.add_claim("DSAC-T's return is the least sensitive to the reward scale (x0.1, x1, x10)",
+                      spread["dsac-t"] <= min(spread["dsac-v1"], spread["sac"]),
+                      ", ".join(f"{LABEL[a]} spread {spread[a]:.1f}" for a in ALGOS))
+    else:
+        res.add_note("--quick skips the reward-scale experiment (run without --quick)")
+    res.add_note("UTD 1 (one gradient iteration per env step) for all agents instead of the official 1/8 "
+                 "(Pendulum) or 1/20 (MuJoCo): CPU budget; same schedule for every agent.")
+    res.add_note(f"{len(seeds)} seed(s): single-seed curves are noisy; pass seeds=[0, 1, 2] from Python "
+                 "for the paper's style of averaged curves.")
+    if out is not None:
+        res.save(out)
+    return res
+
+
+def _run_full(*, out, seeds, progress, steps: int) -> Result:
+    env_id = "Hopper-v5"
+    eval_every = max(steps // 20, 1)
+    res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC on {env_id} ({steps} env steps, UTD 1, seeds {seeds})")
+    res.meta.update(env=env_id, steps=steps, seeds=seeds, hp=dict(MUJOCO_HP))
+    bar = _progress(total=steps * len(ALGOS) * len(seeds), desc="dsact reproduce --full", enabled=progress)
+    finals, biases = {}, {}
+    try:
+        for algo in ALGOS:
+            hp = dict(MUJOCO_HP)
+            if algo == "sac":
+                hp["activation"] = "relu"
+            runs = [_train(algo, env_id, s, steps, eval_every, 5, hp, 1.0, eval_every, bar) for s in seeds]
+            finals[algo] = float(np.mean([r["final"] for r in runs]))
+            bx = [b[0] for b in runs[0]["bias"]]
+            by = np.mean([[b[1] for b in r["bias"]] for r in runs], axis=0)
+            biases[algo] = float(np.mean(by[len(by) // 2:]))
+            res.add_curve(f"{env_id} return", LABEL[algo], runs[0]["x"], np.mean([r["y"] for r in runs], axis=0))
+            res.add_curve(f"{env_id} normalized Q bias", LABEL[algo], bx, by)
+            res.add_row(method=LABEL[algo], final_return=finals[algo], q_bias_second_half=biases[algo],
+                        wall_s=float(np.mean([r["wall"] for r in runs])))
+    finally:
+        bar.close()
+    res.add_claim("DSAC-T's final return >= SAC's", finals["dsac-t"] >= finals["sac"],
+                  f"{finals['dsac-t']:.1f} vs {finals['sac']:.1f}")
+    res.add_claim("|Q bias| of DSAC-T < |Q bias| of SAC (second half of training)",
+                  abs(biases["dsac-t"]) < abs(biases["sac"]),
+                  f"{biases['dsac-t']:.3f} vs {biases['sac']:.3f}")
+    if out is not None:
+        res.save(out)
+    return res

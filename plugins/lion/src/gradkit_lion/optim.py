@@ -1,0 +1,161 @@
+"""Lion optimizer (Chen et al., 2023, "Symbolic Discovery of Optimization Algorithms", Alg. 2).
+
+Per parameter, in the order of the paper's program / official code::
+
+    p ← p · (1 − lr·λ)                    # decoupled weight decay
+    c = β1·m + (1 − β1)·g
+    p ← p − lr · sign(c)
+    m ← β2·m + (1 − β2)·g
+
+One state buffer (``exp_avg``), no epsilon, ``sign(0) = 0``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, List, Optional, Tuple
+
+import torch
+from torch.optim import Optimizer
+
+
+class Lion(Optimizer):
+    """Lion.
+
+    Args:
+        params: iterable of parameters or param-group dicts.
+        lr: learning rate (paper default 1e-4; use 3-10x smaller than AdamW's).
+        betas: (β1, β2) for the update interpolation and the momentum (0.9, 0.99).
+        weight_decay: decoupled weight decay λ (use 3-10x larger than AdamW's so lr·λ matches).
+        decoupled_weight_decay: if True, the decay is ``lr·λ / initial_lr`` as in
+            ``lion-pytorch``'s option of that name (independent of the lr schedule);
+            the default (False) is the paper's ``lr·λ``.
+        cautious: mask update entries whose sign disagrees with the gradient and rescale
+            the rest by the kept fraction (Cautious Optimizers, Liang et al. 2024).
+        foreach: use the multi-tensor ``torch._foreach_*`` path (default: True on
+            plain dense tensors unless ``cautious``).
+        check_finite: raise on a NaN/inf gradient instead of stepping.  ``torch.sign``
+            maps NaN to 0, so without the check a NaN gradient would silently freeze
+            that entry forever (its momentum becomes NaN).  Costs one reduction per step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-4,
+        betas: Tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        cautious: bool = False,
+        foreach: Optional[bool] = None,
+        check_finite: bool = True,
+    ):
+        if not isinstance(lr, (int, float)) or lr < 0.0:
+            raise ValueError(f"Lion: lr must be a non-negative number, got {lr!r}")
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"Lion: betas must be two numbers in [0, 1), got {betas!r}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Lion: weight_decay must be >= 0, got {weight_decay!r}")
+        defaults = dict(
+            lr=lr,
+            betas=tuple(betas),
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            cautious=cautious,
+            foreach=foreach,
+            check_finite=check_finite,
+        )
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            for p in group["params"]:
+                if p.is_sparse:
+                    raise TypeError(f"Lion: parameter of shape {tuple(p.shape)} is sparse; Lion needs dense tensors")
+                if p.is_complex():
+                    raise TypeError(
+                        f"Lion: parameter of shape {tuple(p.shape)} is complex; sign() is undefined for complex "
+                        "values — pass torch.view_as_real(p) instead"
+                    )
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            params: List[torch.Tensor] = []
+            grads: List[torch.Tensor] = []
+            bufs: List[torch.Tensor] = []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise TypeError(f"Lion: gradient of parameter {tuple(p.shape)} is sparse; Lion needs dense grads")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                bufs.append(state["exp_avg"])
+            if not params:
+                continue
+            if group.get("check_finite", True):
+                _check_finite(group, params, grads, group_index)
+            lr = group["lr"]
+            beta1, beta2 = group["betas"]
+            wd = group["weight_decay"]
+            if group["decoupled_weight_decay"]:
+                init = group["initial_lr"]
+                decay = (lr * wd / init) if init > 0 else 0.0
+            else:
+                decay = lr * wd
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = not group["cautious"] and all(type(p) in (torch.Tensor, torch.nn.Parameter) for p in params)
+            if foreach and not group["cautious"]:
+                _lion_foreach(params, grads, bufs, lr, beta1, beta2, decay)
+            else:
+                _lion_single(params, grads, bufs, lr, beta1, beta2, decay, group["cautious"])
+        return loss
+
+
+def _check_finite(group, params, grads, group_index):
+    norms = torch._foreach_norm(grads)
+    bad = ~torch.isfinite(torch.stack(norms))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        index = next(k for k, p in enumerate(group["params"]) if p is params[i])
+        raise FloatingPointError(
+            f"Lion: non-finite gradient (NaN or inf) in param group {group_index}, parameter {index} "
+            f"of shape {tuple(params[i].shape)}; fix the loss or clip/skip the step "
+            "(pass check_finite=False to step anyway)"
+        )
+
+
+def _lion_single(params, grads, bufs, lr, beta1, beta2, decay, cautious):
+    for p, g, m in zip(params, grads, bufs):
+        if decay != 0.0:
+            p.mul_(1.0 - decay)
+        # the official program's arithmetic, bit for bit: c = β1·m + (1−β1)·g
+        update = m.mul(beta1).add_(g, alpha=1.0 - beta1).sign_()
+        if cautious:
+            mask = (update * g > 0).to(update.dtype)
+            mask.div_(mask.mean().clamp_(min=1e-3))
+            update.mul_(mask)
+        p.add_(update, alpha=-lr)
+        m.mul_(beta2).add_(g, alpha=1.0 - beta2)  # m ← β2·m + (1−β2)·g
+
+
+def _lion_foreach(params, grads, bufs, lr, beta1, beta2, decay):
+    # lerp(m, g, 1−β) = β·m + (1−β)·g in one pass; equal to the single-tensor path up to rounding
+    if decay != 0.0:
+        torch._foreach_mul_(params, 1.0 - decay)
+    updates = torch._foreach_lerp(bufs, grads, 1.0 - beta1)
+    torch._foreach_sign_(updates)
+    torch._foreach_add_(params, updates, alpha=-lr)
+    torch._foreach_lerp_(bufs, grads, 1.0 - beta2)

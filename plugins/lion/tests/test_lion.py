@@ -1,0 +1,143 @@
+import copy
+
+import pytest
+import torch
+
+import gradkit_core as gk
+from gradkit_core.testing.optimizers import OptimizerConformance
+from gradkit_lion.optim import Lion
+
+
+class TestLionConformance(OptimizerConformance):
+    name = "lion"
+    kwargs = {"lr": 1e-3, "weight_decay": 0.1}
+
+
+class TestLionLoopConformance(OptimizerConformance):
+    name = "lion"
+    kwargs = {"lr": 1e-3, "weight_decay": 0.1, "foreach": False}
+
+
+def _official_lion_step(p, g, m, lr, beta1, beta2, wd):
+    """The paper's Algorithm 2 / google-automl program, written out on plain tensors."""
+    p = p * (1 - lr * wd)
+    update = m * beta1 + g * (1 - beta1)
+    p = p - lr * torch.sign(update)
+    m = m * beta2 + g * (1 - beta2)
+    return p, m
+
+
+def test_hand_computed_step():
+    p = torch.tensor([1.0, -2.0, 0.5, 3.0], requires_grad=True)
+    opt = Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5, foreach=False)
+    opt.state[p]["exp_avg"] = torch.tensor([0.2, -0.1, 0.0, 1.0])
+    p.grad = torch.tensor([-1.0, 0.3, 0.0, -20.0])
+    opt.step()
+    # decay: p*(1-0.05); c = 0.9 m + 0.1 g = [0.08, -0.06, 0, -1.1]; sign = [1, -1, 0, -1]
+    expected = torch.tensor([1.0 * 0.95 - 0.1, -2.0 * 0.95 + 0.1, 0.5 * 0.95, 3.0 * 0.95 + 0.1])
+    assert torch.allclose(p.detach(), expected, atol=1e-7)
+    # m = 0.99 m + 0.01 g
+    assert torch.allclose(opt.state[p]["exp_avg"], torch.tensor([0.188, -0.096, 0.0, 0.79]), atol=1e-7)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_matches_official_program_over_many_steps(foreach):
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 4, 2)]
+    params = [torch.randn(s, requires_grad=True) for s in shapes]
+    ref_p = [p.detach().clone() for p in params]
+    ref_m = [torch.zeros(s) for s in shapes]
+    opt = Lion(params, lr=3e-3, betas=(0.9, 0.99), weight_decay=0.3, foreach=foreach)
+    for _ in range(25):
+        gs = [torch.randn(s) for s in shapes]
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        opt.step()
+        for i, g in enumerate(gs):
+            ref_p[i], ref_m[i] = _official_lion_step(ref_p[i], g, ref_m[i], 3e-3, 0.9, 0.99, 0.3)
+    for p, r in zip(params, ref_p):
+        if foreach:  # lerp vs mul/add rounding only
+            assert torch.allclose(p.detach(), r, atol=1e-6)
+        else:  # the loop path uses the official arithmetic exactly
+            assert torch.equal(p.detach(), r)
+    for p, m in zip(params, ref_m):
+        assert torch.allclose(opt.state[p]["exp_avg"], m, atol=1e-6)
+
+
+def test_update_magnitude_is_exactly_lr_without_weight_decay():
+    torch.manual_seed(1)
+    p = torch.randn(1000, requires_grad=True)
+    before = p.detach().clone()
+    opt = Lion([p], lr=0.01)
+    p.grad = torch.randn(1000)
+    opt.step()
+    delta = (p.detach() - before).abs()
+    assert torch.allclose(delta, torch.full_like(delta, 0.01), atol=1e-7)
+
+
+def test_one_state_tensor_per_parameter_no_eps():
+    m = torch.nn.Linear(4, 3)
+    opt = gk.create("lion", m.parameters())
+    m(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    for p in m.parameters():
+        assert list(opt.state[p]) == ["exp_avg"]
+        assert opt.state[p]["exp_avg"].shape == p.shape
+    assert "eps" not in opt.defaults
+
+
+def test_registry_defaults_are_papers():
+    spec = gk.info("lion", kind="optimizers")
+    assert spec.defaults["lr"] == 1e-4 and tuple(spec.defaults["betas"]) == (0.9, 0.99)
+    assert spec.paper.arxiv == "2302.06675"
+    opt = gk.create("lion", [torch.zeros(2, requires_grad=True)])
+    assert opt.defaults["lr"] == 1e-4 and opt.defaults["weight_decay"] == 0.0
+
+
+def test_decoupled_weight_decay_divides_by_initial_lr():
+    p = torch.ones(3, requires_grad=True)
+    opt = Lion([p], lr=0.1, weight_decay=0.5, decoupled_weight_decay=True)
+    opt.param_groups[0]["lr"] = 0.05  # a scheduler halved the lr
+    p.grad = torch.zeros(3)
+    opt.step()
+    # decay = lr * wd / initial_lr = 0.05 * 0.5 / 0.1 = 0.25; sign(0) = 0 so no update
+    assert torch.allclose(p.detach(), torch.full((3,), 0.75))
+
+
+def test_cautious_masks_disagreeing_entries():
+    p = torch.zeros(4, requires_grad=True)
+    opt = Lion([p], lr=1.0, cautious=True, foreach=False)
+    opt.state[p]["exp_avg"] = torch.tensor([10.0, 10.0, -10.0, -10.0])
+    p.grad = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    opt.step()
+    # c signs: [+, +, -, -]; agree with g at indices 0, 2 -> kept and rescaled by 1/0.5
+    assert torch.allclose(p.detach(), torch.tensor([-2.0, 0.0, 2.0, 0.0]))
+
+
+def test_bad_hyperparameters_and_parameters_are_clear_errors():
+    with pytest.raises(ValueError, match="lr"):
+        Lion([torch.zeros(1, requires_grad=True)], lr=-1)
+    with pytest.raises(ValueError, match="betas"):
+        Lion([torch.zeros(1, requires_grad=True)], betas=(0.9, 1.5))
+    with pytest.raises(TypeError, match="complex"):
+        Lion([torch.zeros(2, dtype=torch.complex64, requires_grad=True)])
+    sp = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.tensor([1.0]), (3,)).requires_grad_(True)
+    with pytest.raises(TypeError, match="sparse"):
+        Lion([sp])
+
+
+def test_reproduction_quick_direction(tmp_path):
+    from gradkit_lion.reproduce import run
+
+    res = run(quick=True, progress=False)
+    claims = {c.text: c for c in res.claims}
+    assert any("half" in t and c.passed for t, c in claims.items())
+    losses = {r["optimizer"]: r["value"] for r in res.rows if r["task"] == "tiny-gpt"}
+    # every optimizer must learn: clearly below the uniform-byte loss ln(256) = 5.55
+    assert all(v < 5.0 for v in losses.values()), losses
+    # Lion with the 3x rule learns faster than with the 10x rule over a short run (larger steps)
+    assert losses["lion/3"] < losses["lion/10"], losses
+    accs = {r["optimizer"]: r["value"] for r in res.rows if r["task"] == "digits-cnn"}
+    assert accs["lion/3"] > 0.8, accs
+    paths = res.save(tmp_path)
+    assert any(p.suffix == ".json" for p in paths)

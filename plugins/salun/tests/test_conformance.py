@@ -1,0 +1,60 @@
+"""Every unlearner of the plugin passes the core's unlearner conformance suite."""
+
+import pytest
+import torch
+
+from gradkit_core.testing.unlearners import UnlearnerConformance
+
+
+class _Base(UnlearnerConformance):
+    unlearn_kwargs = {"epochs": 1}
+
+    @pytest.fixture
+    def make_model(self, make_mlp):
+        return make_mlp
+
+    @pytest.fixture
+    def forget_loader(self, f_loader):
+        return f_loader
+
+    @pytest.fixture
+    def retain_loader(self, r_loader):
+        return r_loader
+
+
+class TestSalUnConformance(_Base):
+    unlearner_name = "salun"
+
+
+class TestSalUnSoftConformance(_Base):
+    unlearner_name = "salun-soft"
+
+
+class TestRandomLabelConformance(_Base):
+    unlearner_name = "random-label"
+
+
+class TestFineTuneConformance(_Base):
+    unlearner_name = "fine-tune"
+
+
+class TestGradientAscentConformance(_Base):
+    unlearner_name = "gradient-ascent"
+
+
+class TestL1SparseConformance(_Base):
+    unlearner_name = "l1-sparse"
+
+
+class TestRetrainConformance(_Base):
+    unlearner_name = "retrain"
+
+
+def test_api_from_issue(make_mlp, f_loader, r_loader):
+    """gk.create("salun", model, ratio=0.5).unlearn(forget, retain, epochs=...) returns the model."""
+    import gradkit_core as gk
+
+    model = make_mlp()
+    out = gk.create("salun", model, ratio=0.5).unlearn(f_loader, r_loader, epochs=1)
+    assert out is model
+    assert not model.training

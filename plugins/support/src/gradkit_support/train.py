@@ -1,0 +1,64 @@
+"""Minimal, seeded training / evaluation loops shared by reproductions."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .models import logits_of
+
+
+def train_classifier(model: torch.nn.Module, data: Iterable, optimizer: torch.optim.Optimizer, epochs: int = 1,
+                     loss_fn: Callable = F.cross_entropy, on_step: Optional[Callable[[int, float], None]] = None
+                     ) -> List[float]:
+    """Train for ``epochs`` over ``data`` (batches ``(x, y)``); returns per-step losses."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    model.train()
+    losses: List[float] = []
+    for _ in range(epochs):
+        for x, y in data:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(logits_of(model(x)), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            if on_step is not None:
+                on_step(len(losses), losses[-1])
+    return losses
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    if len(x) == 0:
+        raise ValueError("accuracy of an empty set is undefined")
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((logits_of(model(x[i : i + batch_size])).argmax(-1) == y[i : i + batch_size]).sum())
+    return correct / len(x)
+
+
+def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    logits = logits_of(model(x))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@torch.no_grad()
+def lm_eval(model: torch.nn.Module, tokens: torch.Tensor, block_size: int, batch_size: int = 16,
+            n_batches: int = 8, seed: int = 1234) -> float:
+    """Mean next-token cross-entropy (nats) over ``n_batches`` fixed random windows."""
+    from .data import lm_batch
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    model.eval()
+    tot = 0.0
+    for _ in range(n_batches):
+        x, y = lm_batch(tokens, block_size, batch_size, g)
+        tot += float(lm_loss(model, x, y))
+    model.train()
+    return tot / n_batches

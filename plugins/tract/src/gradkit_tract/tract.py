@@ -1,0 +1,213 @@
+"""TrAct: training first-layer activations (Petersen, Borgelt, Ermon; NeurIPS 2024, arXiv 2410.23970).
+
+The first layer computes ``Z = X Wᵀ`` with inputs ``X ∈ R^{b×n}`` (``b`` rows: batch items, or batch items ×
+output positions for a convolution, whose ``X`` is the unfolded input).  TrAct takes a gradient step on the
+activations ``Z`` and solves for the weight ``W`` closest to the proposed activations under a λ-regularised
+least-squares fit; the closed form replaces only the weight gradient of that layer:
+
+    direct    (n ≤ b):  ∇̃_W = (∂L/∂Z)ᵀ X (XᵀX/b + λ I_n)⁻¹
+    Woodbury  (b < n):  ∇̃_W = (∂L/∂Z)ᵀ (I_b − (1/λ)(XXᵀ/b)(XXᵀ/(bλ) + I_b)⁻¹) X / λ
+
+Both are the same matrix (push-through identity).  The input and bias gradients are the ordinary ones, and
+any optimizer steps on ``∇̃_W`` as if it were the gradient.  As λ → ∞, ``λ·∇̃_W`` → the plain gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BRANCHES = ("auto", "direct", "woodbury")
+INVERSES = ("inverse", "cholesky", "solve")
+
+
+def _check(lam: float, branch: str, inv: str) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0 or lam != lam or lam == float("inf"):
+        raise ValueError(f"lam (λ) must be a finite number > 0, got {lam!r}")
+    if branch not in BRANCHES:
+        raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
+    if inv not in INVERSES:
+        raise ValueError(f"inv must be one of {INVERSES}, got {inv!r}")
+
+
+def _spd_solve(M: torch.Tensor, R: torch.Tensor, inv: str) -> torch.Tensor:
+    """``M⁻¹ R`` for a symmetric positive-definite ``M``."""
+    if inv == "inverse":
+        return torch.linalg.inv(M) @ R
+    if inv == "cholesky":
+        L = torch.linalg.cholesky(M)
+        return torch.cholesky_solve(R, L)
+    return torch.linalg.solve(M, R)
+
+
+def tract_weight_grad(x: torch.Tensor, grad_z: torch.Tensor, lam: float = 0.1, branch: str = "auto",
+                      inv: str = "inverse") -> torch.Tensor:
+    """TrAct's weight gradient ``(out, n)`` from inputs ``x (b, n)`` and activation gradients ``grad_z (b, out)``.
+
+    ``branch='auto'`` uses the Woodbury form when ``b < n`` (a ``b×b`` system) and the direct form otherwise
+    (an ``n×n`` system), as the paper does.
+    """
+    _check(lam, branch, inv)
+    if x.dim() != 2 or grad_z.dim() != 2 or x.shape[0] != grad_z.shape[0]:
+        raise ValueError(f"tract_weight_grad needs x (b, n) and grad_z (b, out) with the same b; got "
+                         f"{tuple(x.shape)} and {tuple(grad_z.shape)}")
+    b, n = x.shape
+    if branch == "auto":
+        branch = "woodbury" if b < n else "direct"
+    if branch == "direct":
+        M = x.T @ x / b
+        M.diagonal().add_(lam)
+        # Gᵀ X M⁻¹ = (M⁻¹ (Gᵀ X)ᵀ)ᵀ since M is symmetric
+        return _spd_solve(M, (grad_z.T @ x).T, inv).T
+    K = x @ x.T / b  # (b, b)
+    A = K / lam
+    A.diagonal().add_(1.0)
+    inner = x - (K @ _spd_solve(A, x, inv)) / lam  # (I_b − (1/λ) K (K/λ + I_b)⁻¹) X
+    return grad_z.T @ inner / lam
+
+
+class _TrActLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, lam, branch, inv):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        ctx.cfg = (lam, branch, inv)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, gz):
+        x, weight = ctx.saved_tensors
+        gx = gz @ weight if ctx.needs_input_grad[0] else None
+        gw = tract_weight_grad(x, gz, *ctx.cfg) if ctx.needs_input_grad[1] else None
+        gb = gz.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None, None
+
+
+class _TrActConv2dFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, lam, branch, inv):
+        ctx.save_for_backward(x, weight)  # the input, not its unfolding: unfold again in backward
+        ctx.has_bias = bias is not None
+        ctx.conv = (stride, padding)
+        ctx.cfg = (lam, branch, inv)
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, gz):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.conv
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.nn.grad.conv2d_input(x.shape, weight, gz, stride=stride, padding=padding)
+        if ctx.needs_input_grad[1]:
+            cols = F.unfold(x, weight.shape[2:], padding=padding, stride=stride)  # (B, n, L)
+            X = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B·L, n)
+            G = gz.flatten(2).transpose(1, 2).reshape(-1, gz.shape[1])  # (B·L, C_out)
+            gw = tract_weight_grad(X, G, *ctx.cfg).reshape(weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = gz.sum((0, 2, 3))
+        return gx, gw, gb, None, None, None, None, None
+
+
+class TrActLinear(nn.Module):
+    """A Linear layer whose weight gradient is TrAct's.  Shares ``weight``/``bias`` with the wrapped layer
+    (same parameter objects, same state-dict keys).  Inputs ``(..., in_features)``: every leading index is a row."""
+
+    def __init__(self, layer: nn.Linear, lam: float = 0.1, branch: str = "auto", inv: str = "inverse"):
+        super().__init__()
+        if not isinstance(layer, nn.Linear):
+            raise TypeError(f"TrActLinear wraps an nn.Linear, got {type(layer).__name__}")
+        _check(lam, branch, inv)
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.weight = layer.weight
+        self.bias = layer.bias
+        self.lam, self.branch, self.inv = float(lam), branch, inv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"TrActLinear expects inputs (..., {self.in_features}), got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        out = _TrActLinearFn.apply(x.reshape(-1, self.in_features), self.weight, self.bias, self.lam, self.branch,
+                                   self.inv)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, lam={self.lam}"
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class TrActConv2d(nn.Module):
+    """A Conv2d layer (stride and zero padding; dilation 1, groups 1) whose weight gradient is TrAct's,
+    with ``X`` the unfolded input ``(B·H_out·W_out, C_in·k_h·k_w)``.  Shares the wrapped layer's parameters."""
+
+    def __init__(self, layer: nn.Conv2d, lam: float = 0.1, branch: str = "auto", inv: str = "inverse"):
+        super().__init__()
+        if not isinstance(layer, nn.Conv2d):
+            raise TypeError(f"TrActConv2d wraps an nn.Conv2d, got {type(layer).__name__}")
+        if _pair(layer.dilation) != (1, 1) or layer.groups != 1:
+            raise ValueError(f"TrAct supports Conv2d with dilation=1 and groups=1 only, got dilation={layer.dilation}, "
+                             f"groups={layer.groups}")
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            raise ValueError(f"TrAct supports integer zero padding only, got padding={layer.padding!r}, "
+                             f"padding_mode={layer.padding_mode!r}")
+        _check(lam, branch, inv)
+        self.in_channels, self.out_channels = layer.in_channels, layer.out_channels
+        self.kernel_size, self.stride, self.padding = _pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding)
+        self.weight = layer.weight
+        self.bias = layer.bias
+        self.lam, self.branch, self.inv = float(lam), branch, inv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"TrActConv2d expects inputs (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return _TrActConv2dFn.apply(x, self.weight, self.bias, self.stride, self.padding, self.lam, self.branch,
+                                    self.inv)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, lam={self.lam}")
+
+
+def TrAct(layer: Union[nn.Linear, nn.Conv2d], lam: float = 0.1, branch: str = "auto",
+          inv: str = "inverse") -> nn.Module:
+    """Wrap a first layer (``nn.Linear`` or ``nn.Conv2d``) so that its weight gradient is TrAct's.
+
+    The returned module shares the layer's weight and bias, so an optimizer built before or after wrapping
+    steps the same parameters.  ``lam`` is λ (paper default 0.1).
+    """
+    if isinstance(layer, nn.Conv2d):
+        return TrActConv2d(layer, lam=lam, branch=branch, inv=inv)
+    if isinstance(layer, nn.Linear):
+        return TrActLinear(layer, lam=lam, branch=branch, inv=inv)
+    raise TypeError(f"TrAct wraps an nn.Linear or nn.Conv2d (the model's first layer), got {type(layer).__name__}")
+
+
+def apply_tract(model: nn.Module, first_layer_name: Optional[str] = None, lam: float = 0.1, **kwargs) -> nn.Module:
+    """Replace ``model``'s first layer (by dotted name, or the first Linear/Conv2d in module order) with its
+    TrAct wrapper, in place; returns ``model``.  Parameters and state-dict keys are unchanged."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"apply_tract expects an nn.Module, got {type(model).__name__}")
+    if first_layer_name is None:
+        for name, mod in model.named_modules():
+            if isinstance(mod, (nn.Linear, nn.Conv2d)):
+                first_layer_name = name
+                break
+        else:
+            raise ValueError("the model has no nn.Linear or nn.Conv2d layer to apply TrAct to")
+    modules = dict(model.named_modules())
+    if first_layer_name not in modules:
+        raise ValueError(f"no submodule named {first_layer_name!r}; candidates: "
+                         f"{[n for n, m in modules.items() if isinstance(m, (nn.Linear, nn.Conv2d))]}")
+    layer = modules[first_layer_name]
+    wrapped = TrAct(layer, lam=lam, **kwargs)
+    if first_layer_name == "":
+        raise ValueError("apply_tract needs a model that contains the layer; call TrAct(layer) on a bare layer")
+    parent_name, _, child = first_layer_name.rpartition(".")
+    setattr(modules[parent_name] if parent_name else model, child, wrapped)
+    return model
