@@ -84,7 +84,9 @@ class ExplainerConformance:
         torch.manual_seed(0)
         model = _ConvNet(self.num_classes)
         with torch.no_grad():
-            model.head.weight[0].abs_()  # class 0 has positive evidence in every channel: non-zero maps
+            # class 0 has positive evidence in every channel and a positive logit: non-zero maps
+            model.head.weight[0].abs_()
+            model.head.bias[0].abs_()
         return model, model.features[6]
 
     def make_inputs(self) -> torch.Tensor:
