@@ -19,14 +19,27 @@ def make(env_id, **kw):
 
 
 # ---------------------------------------------------------------------- import cost
-def test_import_registers_ids_without_mujoco_or_torch():
-    code = (
-        "import sys, gradkit_locomotion, gymnasium\n"
-        "assert 'gradkit/AntOmni-v0' in gymnasium.registry\n"
-        "print(sorted(m for m in ('mujoco', 'torch') if m in sys.modules))\n"
+def _run(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_import_is_light_and_registers_ids_when_gymnasium_loads():
+    out = _run(
+        "import sys, gradkit_locomotion\n"
+        "print(sorted(m for m in ('gymnasium', 'numpy', 'mujoco', 'torch') if m in sys.modules) or 'none')\n"
+        "import gymnasium\n"
+        "print('gradkit/AntOmni-v0' in gymnasium.registry, 'mujoco' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out == ["none", "True", "False"]
+
+
+def test_import_after_gymnasium_registers_at_once():
+    out = _run(
+        "import gymnasium, gradkit_locomotion\n"
+        "print(all(i in gymnasium.registry for i in gradkit_locomotion.TASKS))\n"
+        "print(gymnasium.make('gradkit/PointOmni-v0').unwrapped.__class__.__name__)\n"
+    )
+    assert out == ["True", "PointOmniEnv"]
 
 
 # ---------------------------------------------------------------------- PointOmni

@@ -2,14 +2,17 @@
 
 Importing this package registers the ``gradkit/*`` ids with gymnasium (string entry points, so
 MuJoCo is imported only by ``gymnasium.make``) and, through the hooks below, with gradkit.
-Imports gymnasium's registry module (gymnasium + numpy); never MuJoCo or torch.
+It imports neither gymnasium nor numpy (nor MuJoCo, nor torch): when gymnasium is not imported
+yet, the ids are registered the moment it is (see :mod:`gradkit_locomotion.registration`).
 """
 
 from gradkit_core import hookimpl
 
-from .registration import TASKS, register_envs
+from .registration import TASKS, register_envs, register_when_gymnasium_loads
 
 PLUGIN_API_VERSION = 1
+
+__all__ = ["TASKS", "register_envs", "component_name"]
 
 PAPER = dict(
     title="MAP-Elites with Descriptor-Conditioned Gradients and Archive Distillation into a Single Policy",
@@ -17,7 +20,7 @@ PAPER = dict(
     year=2023,
 )
 
-register_envs()
+register_when_gymnasium_loads()
 
 
 def component_name(env_id: str) -> str:
