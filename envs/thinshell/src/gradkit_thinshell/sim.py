@@ -87,6 +87,7 @@ class StepStats:
     converged: bool = True
     step_norm: float = 0.0
     n_contacts: int = 0
+    hessians: int = 0
 
 
 class ThinShellSim:
@@ -104,14 +105,20 @@ class ThinShellSim:
     on_fail : ``"raise"`` (default) raises :class:`NewtonError` when Newton does not converge;
         ``"warn"`` keeps the last iterate, warns and records it in ``last_stats`` (documented fallback).
     contact_radius : candidate-pair search radius at the start of a step (m).
+    projection : ``"always"`` projects every element block to PSD (ThinShellLab); ``"auto"`` (default) first tries
+        the exact assembled Hessian (mass term included) and falls back to the per-element projection only when it
+        is not positive definite, which keeps Newton's quadratic convergence near the solution.
+    hessian_reuse_ratio : the projected Hessian's factorisation is reused for the next Newton iteration when the
+        step shrank by at least this factor with a full line-search step (0 = fresh Hessian every iteration).
     **params : material/friction parameters (``Kl, Ka, Kb, K_obj, k_contact, k_att, mu_table, mu_pad,
         mu_cloth, mu_obj``); they can also be given per call as a tensor to differentiate with respect to them.
     """
 
     def __init__(self, scene: Optional[Scene] = None, *, n: int = 11, size: float = 0.06, dt: float = 5e-3,
                  eps_contact: float = 4e-4, eps_v: float = 0.01, yield_angle: Optional[float] = None,
-                 max_moving_dist: float = 1e-3, newton_max_iter: int = 100, tol: float = 1e-8,
-                 on_fail: str = "raise", contact_radius: float = 5e-3, **params):
+                 max_moving_dist: float = 1e-3, newton_max_iter: int = 100, tol: float = 1e-7,
+                 on_fail: str = "raise", contact_radius: float = 5e-3, hessian_reuse_ratio: float = 0.25,
+                 projection: str = "auto", **params):
         if scene is None:
             sheet = make_sheet(n, size, origin=(0.0, 0.0, eps_contact))
             scene = Scene(bodies=[sheet])
@@ -134,6 +141,10 @@ class ThinShellSim:
         self.max_moving_dist = float(max_moving_dist)
         self.newton_max_iter, self.tol, self.on_fail = int(newton_max_iter), float(tol), on_fail
         self.contact_radius = float(contact_radius)
+        self.hessian_reuse_ratio = float(hessian_reuse_ratio)
+        if projection not in ("auto", "always"):
+            raise ValueError(f"projection must be 'auto' or 'always', got {projection!r}")
+        self.projection = projection
         self._given = {}
         self.params = self.param_vector(**params)
         self._given = dict(params)
@@ -418,16 +429,25 @@ class ThinShellSim:
         stats = StepStats(n_contacts=sum(len(v[0]) if isinstance(v, tuple) else len(v) for v in pairs.values()))
         converged = False
         step_norm = float("inf")
+        L = None
+        prev_norm = float("inf")
+        n_hess = 0
         for it in range(1, self.newton_max_iter + 1):
             E, g = energy_grad(x)
-            H = self._hessian(x, els, P, project=True)
             gf = g.reshape(-1)
-            L, info = torch.linalg.cholesky_ex(H)
-            if int(info) == 0:
-                dx = -torch.cholesky_solve(gf[:, None], L)[:, 0]
-            else:
-                dx = -torch.linalg.solve(H + 1e-9 * H.diagonal().abs().max() * torch.eye(len(gf), dtype=DTYPE), gf)
-            dx = dx.reshape(-1, 3)
+            if L is None:
+                # projected Hessian; reused (chord Newton) while the steps keep shrinking fast
+                n_hess += 1
+                info = 1
+                if self.projection == "auto":
+                    H = self._hessian(x, els, P, project=False)
+                    L, info = torch.linalg.cholesky_ex(H)
+                if int(info) != 0:
+                    H = self._hessian(x, els, P, project=True)
+                    L, info = torch.linalg.cholesky_ex(H)
+                if int(info) != 0:
+                    L, _ = torch.linalg.cholesky_ex(H + 1e-9 * H.diagonal().abs().max() * torch.eye(len(gf), dtype=DTYPE))
+            dx = -torch.cholesky_solve(gf[:, None], L)[:, 0].reshape(-1, 3)
             if not torch.isfinite(dx).all():
                 break
             step_norm = float(dx.abs().max())
@@ -448,6 +468,10 @@ class ThinShellSim:
             if alpha * step_norm < 1e-3 * self.tol and step_norm < 1e3 * self.tol:
                 converged = True  # line search cannot make progress at round-off level
                 break
+            if alpha < 1.0 or step_norm > self.hessian_reuse_ratio * prev_norm:
+                L = None  # slow progress: refresh the Hessian
+            prev_norm = step_norm
+        stats.hessians = n_hess
         stats.iterations, stats.converged, stats.step_norm = it, converged, step_norm
         self.last_stats = stats
         self.stats_log.append(stats)

@@ -5,7 +5,8 @@
 * ``lift`` - a sheet held at two opposite edges by two grippers carries a block; reward = minus the
   distance of the block's centre to a target (its start + ``target_offset``).
 * ``fold`` - a sheet on the table; a gripper holds one edge; reward = minus the mean squared error of
-  the signed dihedral angles on the middle crease row to a target angle (with bending plasticity, the
+  the signed dihedral angles on the middle crease row to a target angle (negative = the held edge folds
+  up and over; with bending plasticity, the
   crease stays after the gripper lets go).
 * ``sliding`` - a sheet thrown along the table decelerates by friction (inverse design of ``mu_table``).
 """
@@ -98,7 +99,7 @@ def _fold_reward(task, states):
     return -((th - task.info["target_angle"]) ** 2).mean()
 
 
-def fold_task(n: int = 7, size: float = 0.04, horizon: int = 30, target_angle: float = 1.2,
+def fold_task(n: int = 7, size: float = 0.04, horizon: int = 30, target_angle: float = -1.2,
               yield_angle: Optional[float] = 0.3, **sim_kw) -> Task:
     if n % 2 == 0:
         raise ValueError(f"fold task needs an odd n so that a vertex row lies on the crease, got {n}")
