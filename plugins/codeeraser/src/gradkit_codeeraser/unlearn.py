@@ -109,6 +109,12 @@ def _as_retain_batch(batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     raise TypeError(f"a retain batch must be a dict with 'input_ids', a tuple or a tensor; got {type(batch).__name__}")
 
 
+def _materialize(data: Any, what: str) -> list:
+    if isinstance(data, (str, bytes, torch.Tensor)) or not hasattr(data, "__iter__"):
+        raise TypeError(f"the {what} set must be an iterable of batches (a list or DataLoader), got {type(data).__name__}")
+    return list(data)
+
+
 def _check_ids(ids: torch.Tensor) -> None:
     if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int):
         raise ValueError("input_ids must be an integer tensor of shape (B, T)")
@@ -210,7 +216,8 @@ class CodeEraser:
         """
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        forget_list = list(forget) if not isinstance(forget, (list, tuple)) else forget
+        forget_list = _materialize(forget, "forget")
+        retain_list = _materialize(retain, "retain") if retain is not None else None
         if len(forget_list) == 0:
             raise ValueError("the forget set is empty: pass at least one batch of samples to unlearn")
         if self.uses_kl and retain is None:
@@ -220,7 +227,12 @@ class CodeEraser:
         if optimizer is None:
             optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
                                          betas=self.betas)
-        retain_iter: Optional[Iterator] = itertools.cycle(list(retain)) if self.uses_kl else None
+        if self.uses_kl and not retain_list:
+            raise ValueError(f"mode {self.mode!r} needs a non-empty retain set for its KL step")
+        for b in forget_list:  # fail on malformed batches before any update
+            ids, _, sec = _as_forget_batch(b)
+            _check_ids(ids)
+        retain_iter: Optional[Iterator] = itertools.cycle(retain_list) if self.uses_kl else None
         self.model.train()
         self.steps_taken, self.history = 0, []
         for step, batch in enumerate(itertools.cycle(forget_list)):
@@ -231,14 +243,14 @@ class CodeEraser:
             lf = self.forget_loss(ids, attn, sec)
             lf.backward()
             optimizer.step()
-            rec = {"forget_loss": float(lf)}
+            rec = {"forget_loss": float(lf.detach())}
             if retain_iter is not None:
                 rids, rattn = _as_retain_batch(next(retain_iter))
                 optimizer.zero_grad(set_to_none=True)
                 lr_ = self.retain_loss(rids, rattn)
                 lr_.backward()
                 optimizer.step()
-                rec["retain_loss"] = float(lr_)
+                rec["retain_loss"] = float(lr_.detach())
             self.history.append(rec)
             self.steps_taken = step + 1
             if stop_fn is not None and self.steps_taken % eval_every == 0:
