@@ -282,3 +282,12 @@ def test_registered_components():
     assert {"dsac-t", "dsac-v1", "sac"} <= names
     assert gk.get("dsac-t", kind="agents") is DSACT
     assert isinstance(gk.create("dsac-v1", "Pendulum-v1", kind="agents", **TINY), DSACv1)
+
+
+@pytest.mark.slow
+def test_dsact_learns_pendulum_above_minus_250():
+    from gradkit_dsact.reproduce import PENDULUM_HP
+
+    agent = DSACT("Pendulum-v1", seed=0, **PENDULUM_HP).learn(5000)
+    mean, _ = agent.evaluate(5)
+    assert mean > -250, mean
