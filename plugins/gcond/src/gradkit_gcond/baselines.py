@@ -160,8 +160,9 @@ class GradNorm(MultiTaskAggregator):
     ``r_i = (L_i(t)/L_i(0)) / mean_j (L_j(t)/L_j(0))``:
     ``L_grad = sum_i |G_i - G_bar * r_i^alpha|`` with the target ``G_bar r_i^alpha`` held
     constant, so ``dL_grad/dw_i = sign(G_i - G_bar r_i^alpha) * a_i``.  The step writes
-    ``sum_i w_i g_i`` with the current weights, then updates ``w <- w - weight_lr * dL_grad/dw``,
-    clamps at ``min_weight`` and renormalises to ``sum w = K``.
+    ``sum_i w_i g_i`` with the current weights, then takes one Adam step (``weight_lr``,
+    betas 0.9/0.999, as when the weights sit in the model's Adam optimizer) on ``w`` with
+    that gradient, clamps at ``min_weight`` and renormalises to ``sum w = K``.
 
     ``shared_param``: the parameter (or its name in ``model.named_parameters()``) of the
     last shared layer; default the last trainable parameter with at least two dimensions.
@@ -181,6 +182,9 @@ class GradNorm(MultiTaskAggregator):
         self.shared_index = self._find_shared(model, shared_param)
         self.weights = torch.ones(len(self.tasks), dtype=torch.float64)
         self.initial_losses: Optional[torch.Tensor] = None
+        self._adam_m = torch.zeros(len(self.tasks), dtype=torch.float64)
+        self._adam_v = torch.zeros(len(self.tasks), dtype=torch.float64)
+        self._adam_t = 0
 
     def _find_shared(self, model: nn.Module, shared) -> int:
         if shared is None:
@@ -220,13 +224,20 @@ class GradNorm(MultiTaskAggregator):
         out = _weighted_sum(gl, self.weights.tolist())
         stats = {f"gradnorm_w/{k}": float(w) for k, w in zip(self.tasks, self.weights)}
         grad_w = self.weight_gradient(a, losses)
-        w = (self.weights - self.weight_lr * grad_w).clamp(min=self.min_weight)
+        self._adam_t += 1
+        b1, b2 = 0.9, 0.999
+        self._adam_m = b1 * self._adam_m + (1 - b1) * grad_w
+        self._adam_v = b2 * self._adam_v + (1 - b2) * grad_w ** 2
+        m_hat = self._adam_m / (1 - b1 ** self._adam_t)
+        v_hat = self._adam_v / (1 - b2 ** self._adam_t)
+        w = (self.weights - self.weight_lr * m_hat / (v_hat.sqrt() + 1e-8)).clamp(min=self.min_weight)
         self.weights = w * (len(self.tasks) / w.sum())
         return out, stats
 
     def state_dict(self):
         return {"step_count": self.step_count, "weights": self.weights.clone(),
-                "initial_losses": None if self.initial_losses is None else self.initial_losses.clone()}
+                "initial_losses": None if self.initial_losses is None else self.initial_losses.clone(),
+                "adam": (self._adam_t, self._adam_m.clone(), self._adam_v.clone())}
 
     def load_state_dict(self, sd):
         super().load_state_dict(sd)
@@ -234,5 +245,7 @@ class GradNorm(MultiTaskAggregator):
         if w.shape != (len(self.tasks),):
             raise ValueError(f"GradNorm weights have shape {tuple(w.shape)}, expected ({len(self.tasks)},)")
         self.weights = w.clone()
+        self._adam_t, m, v = sd["adam"]
+        self._adam_m, self._adam_v = m.clone(), v.clone()
         il = sd["initial_losses"]
         self.initial_losses = None if il is None else torch.as_tensor(il, dtype=torch.float64).clone()

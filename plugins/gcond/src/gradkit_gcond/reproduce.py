@@ -81,7 +81,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
         progress: bool = True) -> Result:
     cfg = dict(steps=200, n_acc=4, batch=32, patch=16, cell=2, lr=2e-3, eval_every=20, n_val=512, seeds=1)
     if quick:
-        cfg.update(steps=40, eval_every=10, n_val=256)
+        cfg.update(steps=25, eval_every=5, n_val=256)
     if full:
         cfg.update(steps=300, seeds=3)
     threads = torch.get_num_threads()
