@@ -144,8 +144,9 @@ class BaseCAM(abc.ABC):
             raise ValueError(f"grad_noise must be a finite float >= 0 (a multiple of the gradient std), got {grad_noise!r}")
         self._grad_noise = float(grad_noise)
         self._generator = generator
-        modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
+        was_training = [m for m in self.model.modules() if m.training]
+        if was_training:
+            self.model.eval()
         try:
             acts, logits, grads, targets_t = self._forward_backward(x, targets)
             extras: Dict[str, Any] = {}
@@ -155,8 +156,8 @@ class BaseCAM(abc.ABC):
             cam = normalize_maps(raw, x.shape[-2:]).to(x.dtype)
         finally:
             self.close()
-            for m, flag in modes.items():
-                m.training = flag
+            for m in was_training:
+                m.training = True
             self._generator = None
         return CAMResult(cam=cam, raw=raw, targets=targets_t, logits=logits, weights=weights,
                          activations=acts, extras=extras)

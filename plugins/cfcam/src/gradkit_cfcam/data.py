@@ -78,18 +78,21 @@ def digits32(seed: int = 0, test_fraction: float = 0.25):
 
 
 class CamCNN(nn.Module):
-    """conv3x3-ReLU blocks with the given ``widths``; max-pool after the first ``pools`` blocks;
-    global average pool; linear head."""
+    """conv3x3(-BatchNorm)-ReLU blocks with the given ``widths``; max-pool after the first ``pools``
+    blocks; global average pool; linear head."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, widths: Sequence[int] = (8, 16, 32, 64),
-                 pools: int = 3):
+                 pools: int = 3, batch_norm: bool = True):
         super().__init__()
         widths = list(widths)
         if not widths or pools > len(widths) or num_classes < 2:
             raise ValueError(f"bad CamCNN config: widths={widths}, pools={pools}, num_classes={num_classes}")
         layers, c = [], in_channels
         for i, w in enumerate(widths):
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(c, w, 3, padding=1, bias=not batch_norm)]
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(w))
+            layers.append(nn.ReLU())
             if i < pools:
                 layers.append(nn.MaxPool2d(2))
             c = w
@@ -105,13 +108,32 @@ class CamCNN(nn.Module):
 
 
 def train_cnn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 4, lr: float = 3e-3,
-              batch_size: int = 64, seed: int = 0) -> list:
+              batch_size: int = 32, seed: int = 0) -> list:
     """Adam training with the shared seeded loop; returns per-step losses."""
     from gradkit_support.data import loader
     from gradkit_support.train import train_classifier
 
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = train_classifier(model, loader(x, y, batch_size=batch_size, seed=seed), opt, epochs=epochs)
+    losses = train_classifier(model, loader(x, y, batch_size=batch_size, seed=seed, drop_last=True), opt, epochs=epochs)
+    recalibrate_batch_norm(model, x)
     model.eval()
     return losses
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Replace BatchNorm running statistics by exact averages over ``x`` with the final weights
+    (short high-learning-rate runs leave stale running statistics)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for s in range(0, len(x), batch_size):
+        model(x[s : s + batch_size])
+    for m, (mom, _) in zip(bns, saved):
+        m.momentum = mom

@@ -61,12 +61,12 @@ GRADIENT_FREE = {"score-cam", "ablation-cam"}
 SIGMAS = (0.5, 1.0, 2.0, 4.0)
 
 CONFIGS = {
-    "quick": dict(n_train=1000, epochs=3, n_eval=24, steps=21, n_robust=12, n_latency=4, lat_repeats=1,
-                  digit_epochs=4, n_class=12),
-    "default": dict(n_train=2000, epochs=5, n_eval=100, steps=101, n_robust=40, n_latency=16, lat_repeats=2,
-                    digit_epochs=6, n_class=40),
-    "full": dict(n_train=3000, epochs=6, n_eval=200, steps=101, n_robust=100, n_latency=30, lat_repeats=3,
-                 digit_epochs=8, n_class=100),
+    "quick": dict(n_train=800, epochs=3, n_eval=16, steps=11, n_robust=8, n_latency=4, lat_repeats=1,
+                  digit_epochs=3, n_class=8),
+    "default": dict(n_train=1600, epochs=4, n_eval=100, steps=101, n_robust=40, n_latency=16, lat_repeats=2,
+                    digit_epochs=4, n_class=40),
+    "full": dict(n_train=3000, epochs=5, n_eval=200, steps=101, n_robust=100, n_latency=30, lat_repeats=3,
+                 digit_epochs=6, n_class=100),
 }
 
 
@@ -77,7 +77,7 @@ def _dataset(name: str, cfg: dict, seed: int):
         model = CamCNN(num_classes=2, widths=(8, 16, 32, 64), pools=3)
         return model, x[:n], y[:n], x[n:], y[n:], masks[n:], cfg["epochs"]
     xtr, ytr, xte, yte, mte = digits32(seed=seed)
-    model = CamCNN(num_classes=10, widths=(16, 32, 64), pools=2)
+    model = CamCNN(num_classes=10, widths=(8, 16, 32, 64), pools=2)
     k = cfg["n_eval"]
     return model, xtr, ytr, xte[:k], yte[:k], mte[:k], cfg["digit_epochs"]
 
