@@ -21,7 +21,8 @@ from gradkit_cfcam.data import CamCNN
 
 def _cnn():
     torch.manual_seed(0)
-    return CamCNN(num_classes=4, widths=(4, 8, 16), pools=2)
+    # eval mode: explainers run the model in eval mode (BatchNorm running statistics)
+    return CamCNN(num_classes=4, widths=(4, 8, 16), pools=2).eval()
 
 
 def test_gradcam_equals_captum_layergradcam():
