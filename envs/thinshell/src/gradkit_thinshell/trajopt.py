@@ -106,7 +106,7 @@ def grad_trajopt(task: Task, init_actions: Optional[torch.Tensor] = None, lr: fl
             with torch.no_grad():
                 z.mul_(0.5)  # fallback: shrink the trajectory toward rest and retry
             continue
-        r = float(R)
+        r = float(R.detach())
         if r > best:
             best, best_a = r, actions.detach().clone()
         hist += [best] * GRAD_COST
@@ -133,34 +133,75 @@ def cmaes_then_grad(task: Task, budget: int = 200, cma_fraction: float = 0.5, n_
 
 
 def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: float, state=None, actions=None,
-                  iters: int = 20, lr: float = 0.1, lo: float = 1e-3) -> dict:
+                  max_evals: int = 20, lo: float = 1e-4, hi: float = 1e4) -> dict:
     """Inverse design: fit one simulator parameter to an observed position trajectory by gradient.
 
-    Minimises the mean squared position error over the trajectory with Adam on ``log(param)`` (the
-    adjoint gives the gradient).  Returns the estimate and the loss history.
+    Minimises the mean squared position error over the trajectory (normalised by the observation's
+    spread) over ``log(param)`` with L-BFGS-B (scipy), each evaluation one rollout plus the implicit
+    adjoint for the gradient.  Returns the estimate, the loss history and the number of rollouts used.
     """
+    from scipy.optimize import minimize
+
     from .sim import PARAM_NAMES
 
     sim = task.sim
     if name not in PARAM_NAMES:
         raise ValueError(f"unknown parameter {name!r}; expected one of {PARAM_NAMES}")
+    if not init > 0:
+        raise ValueError(f"initial guess for {name} must be positive, got {init!r}")
     i = PARAM_NAMES.index(name)
     T = len(observed) - 1
     if actions is None:
         actions = torch.zeros(T, len(sim.scene.pads), 3, dtype=DTYPE)
     obs = torch.stack([o.detach() for o in observed])
-    scale = float(obs.std()) + 1e-12
-    logv = torch.tensor(math.log(max(init, lo)), dtype=DTYPE, requires_grad=True)
-    opt = torch.optim.Adam([logv], lr=lr)
+    scale = float((obs - obs[0]).abs().max()) + 1e-12
     hist, est = [], []
-    for _ in range(iters):
-        opt.zero_grad()
+
+    def f(z):
+        logv = torch.tensor(float(z[0]), dtype=DTYPE, requires_grad=True)
         p = torch.cat([sim.params[:i], logv.exp().reshape(1), sim.params[i + 1:]])
-        states = sim.rollout(actions, state=state, params=p)
-        X = torch.stack([s.x for s in states])
+        X = torch.stack([s.x for s in sim.rollout(actions, state=state, params=p)])
         loss = ((X - obs) ** 2).mean() / scale**2
         loss.backward()
-        opt.step()
-        hist.append(float(loss))
+        hist.append(float(loss.detach()))
         est.append(float(logv.exp()))
-    return dict(estimate=float(logv.exp()), history=hist, estimates=est)
+        return float(loss), np.array([float(logv.grad)])
+
+    res = minimize(f, np.array([math.log(init)]), jac=True, method="L-BFGS-B",
+                   bounds=[(math.log(lo), math.log(hi))], options=dict(maxfun=max_evals, ftol=1e-14, gtol=1e-12))
+    return dict(estimate=float(math.exp(res.x[0])), history=hist, estimates=est, rollouts=len(hist))
+
+
+def fit_parameter_cmaes(task: Task, observed: List[torch.Tensor], name: str, init: float, state=None,
+                        actions=None, budget: int = 20, popsize: int = 4, sigma0: float = 0.5, seed: int = 0) -> dict:
+    """The gradient-free baseline of :func:`fit_parameter`: CMA-ES on ``log(param)`` with ``budget`` rollouts."""
+    import cma
+
+    from .sim import PARAM_NAMES
+
+    sim = task.sim
+    i = PARAM_NAMES.index(name)
+    T = len(observed) - 1
+    if actions is None:
+        actions = torch.zeros(T, len(sim.scene.pads), 3, dtype=DTYPE)
+    obs = torch.stack([o.detach() for o in observed])
+    scale = float((obs - obs[0]).abs().max()) + 1e-12
+    hist, est = [], []
+    es = cma.CMAEvolutionStrategy([math.log(init)], sigma0, {"popsize": popsize, "seed": seed + 1, "verbose": -9})
+    best, best_v = math.inf, init
+    while len(hist) + popsize <= budget:
+        Z = es.ask()
+        fit = []
+        for z in Z:
+            p = sim.params.clone()
+            p[i] = math.exp(float(z[0]))
+            with torch.no_grad():
+                X = torch.stack([s.x for s in sim.rollout(actions, state=state, params=p)])
+            loss = float(((X - obs) ** 2).mean() / scale**2)
+            fit.append(loss)
+            if loss < best:
+                best, best_v = loss, math.exp(float(z[0]))
+            hist.append(best)
+            est.append(best_v)
+        es.tell(Z, fit)
+    return dict(estimate=best_v, history=hist, estimates=est, rollouts=len(hist))
