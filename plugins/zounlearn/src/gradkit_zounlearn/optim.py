@@ -1,0 +1,386 @@
+"""The optimizer "grades" of Downgrade to Upgrade (Lang et al., 2025), as torch optimizers.
+
+* :class:`SignSGD`  — compressed first order: ``theta <- theta - lr * Q(m_t; N)`` with ``m_t`` the
+  gradient (or its EMA when ``momentum > 0``); ``N = 1`` is the sign.
+* :class:`SignAdam` — ``m_t`` is Adam's direction ``m_hat / (sqrt(v_hat) + eps)``; ``N = 1`` gives
+  ``sign(m_hat)`` (the paper's "signAdam / 1-bit Adam" written as ``Q(m_t; 1)``).
+* :class:`ZOOptimizer` — zeroth order: the randomized-smoothing estimate
+  ``g = 1/q sum_i [L(theta + mu u_i) - L(theta - mu u_i)] / (2 mu) * u_i`` (central) or
+  ``[L(theta + mu u_i) - L(theta)] / mu * u_i`` (forward), with directions ``u_i`` regenerated from a
+  per-step seed (MeZO style: parameters are perturbed in place and restored; no copy of ``u`` is
+  kept), fed to an SGD or Adam update.  ``step(closure)`` is required; the closure returns the loss
+  and need not call ``backward``.
+* :class:`HybridFOZO` — one Adam/SGD state fed alternately by first-order gradients and
+  zeroth-order estimates.  The paper's schedule is not confirmed (see README): ``"alternate"``
+  (``period`` FO steps, then ``period`` ZO steps; default, a reconstruction), ``"prob"`` (ZO with
+  probability ``p_zo``) and ``"split_loss"`` (FO gradient of ``closure`` + ZO estimate of
+  ``closure_zo`` at every step).
+
+Zeroth-order variables are the parameters with ``requires_grad=True``: a ZO step never looks at
+``.grad``.  Parameters with ``requires_grad=False`` are never perturbed or updated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Iterable, List, Optional
+
+import torch
+from torch.optim import Optimizer
+
+_EST = ("central", "forward")
+_DIR = ("gaussian", "rademacher", "sphere")
+
+
+def quantize_update(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``Q(x; N)``: ``sign(x)`` for ``N = 1``; otherwise ``x / max|x|`` rounded to ``2^(N-1) - 1`` levels.
+
+    The output lies in ``[-1, 1]`` so that ``lr`` keeps the meaning of the largest step.
+    """
+    if bits == 1:
+        return torch.where(torch.isnan(x), x, torch.sign(x))  # sign(NaN) would be 0: keep NaN visible
+    levels = 2 ** (bits - 1) - 1
+    scale = x.abs().amax()
+    if not torch.isfinite(scale):
+        return x * float("nan")
+    if scale == 0:
+        return torch.zeros_like(x)
+    return torch.round(x / scale * levels) / levels
+
+
+def _check_common(lr, weight_decay, bits=None):
+    if not lr >= 0.0:
+        raise ValueError(f"invalid learning rate {lr}: expected lr >= 0")
+    if not weight_decay >= 0.0:
+        raise ValueError(f"invalid weight_decay {weight_decay}: expected >= 0")
+    if bits is not None and (not isinstance(bits, int) or bits < 1 or bits > 16):
+        raise ValueError(f"bits must be an int in [1, 16], got {bits!r}")
+
+
+def _check_betas(betas):
+    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+        raise ValueError(f"invalid betas {betas}: each must be in [0, 1)")
+
+
+class SignSGD(Optimizer):
+    """signSGD / Signum: ``theta <- theta(1 - lr*wd) - lr * Q(m; bits)``, ``m = g`` or its EMA.
+
+    ``momentum = 0`` (default) is signSGD; ``momentum > 0`` uses ``m <- momentum*m + (1-momentum)*g``.
+    """
+
+    def __init__(self, params, lr: float = 1e-4, momentum: float = 0.0, weight_decay: float = 0.0, bits: int = 1):
+        _check_common(lr, weight_decay, bits)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"invalid momentum {momentum}: expected 0 <= momentum < 1")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, bits=bits))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, mom, wd, bits = group["lr"], group["momentum"], group["weight_decay"], group["bits"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("SignSGD does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    if mom > 0:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                state["step"] += 1
+                d = p.grad
+                if mom > 0:
+                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    buf.mul_(mom).add_(p.grad, alpha=1 - mom)
+                    d = buf
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(quantize_update(d, bits), alpha=-lr)
+        return loss
+
+
+class SignAdam(Optimizer):
+    """Sign-compressed Adam: ``theta <- theta(1 - lr*wd) - lr * Q(m_hat / (sqrt(v_hat) + eps); bits)``."""
+
+    def __init__(self, params, lr: float = 1e-4, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+                 bits: int = 1):
+        _check_common(lr, weight_decay, bits)
+        _check_betas(betas)
+        if not eps >= 0:
+            raise ValueError(f"invalid eps {eps}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, bits=bits))
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd, bits = group["lr"], group["betas"], group["eps"], group["weight_decay"], group["bits"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("SignAdam does not support sparse gradients")
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                d = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + eps)
+                if wd:
+                    p.mul_(1 - lr * wd)
+                p.add_(quantize_update(d, bits), alpha=-lr)
+        return loss
+
+
+# ---------------------------------------------------------------------------- zeroth order
+class _ZOMixin:
+    """Seeded-direction zeroth-order gradient estimation shared by :class:`ZOOptimizer` and the hybrid."""
+
+    def _variables(self) -> List[tuple]:
+        out = []
+        for gi, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if p.requires_grad:
+                    out.append((gi, p))
+        return out
+
+    @staticmethod
+    def _direction(p: torch.Tensor, gen: torch.Generator, kind: str) -> torch.Tensor:
+        if kind == "rademacher":
+            u = torch.randint(0, 2, p.shape, generator=gen, dtype=torch.int8).to(p.dtype).mul_(2).sub_(1)
+        else:
+            u = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+        return u.to(p.device)
+
+    def _directions(self, variables, seed: int, kind: str):
+        """Yield ``(group_index, p, u)`` for one direction; regenerated identically for the same seed."""
+        gen = torch.Generator()
+        scale = 1.0
+        if kind == "sphere":  # u = sqrt(d) z / ||z|| over all variables jointly (E[u u^T] = I)
+            gen.manual_seed(seed)
+            sq, d = 0.0, 0
+            for _, p in variables:
+                z = self._direction(p, gen, "gaussian")
+                sq += float(z.double().pow(2).sum())
+                d += p.numel()
+            scale = math.sqrt(d / sq) if sq > 0 else 1.0
+        gen.manual_seed(seed)
+        for gi, p in variables:
+            u = self._direction(p, gen, "gaussian" if kind == "sphere" else kind)
+            if scale != 1.0:
+                u.mul_(scale)
+            yield gi, p, u
+
+    def _perturb(self, variables, seed: int, kind: str, coef: float) -> None:
+        for gi, p, u in self._directions(variables, seed, kind):
+            p.add_(u, alpha=coef * self.param_groups[gi]["mu"])
+
+    @staticmethod
+    def _eval(closure) -> float:
+        with torch.enable_grad():
+            loss = closure()
+        val = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        if not math.isfinite(val):
+            raise ValueError(f"the closure returned a non-finite loss ({val}) during a zeroth-order step")
+        return val
+
+    def _zo_estimate(self, closure, step: int, accumulate: Dict[torch.Tensor, torch.Tensor],
+                     loss0: Optional[float] = None) -> float:
+        """Add ``g_hat`` of ``closure`` to ``accumulate[p]``; returns the loss at the unperturbed point."""
+        g0 = self.param_groups[0]
+        q, est, kind, seed = g0["num_queries"], g0["estimator"], g0["direction"], g0["seed"]
+        variables = self._variables()
+        if loss0 is None:
+            loss0 = self._eval(closure)
+        for i in range(q):
+            s = (int(seed) * 1_000_003 + step * 1_009 + i) % (2**62)
+            self._perturb(variables, s, kind, +1.0)
+            lp = self._eval(closure)
+            if est == "central":
+                self._perturb(variables, s, kind, -2.0)
+                lm = self._eval(closure)
+                self._perturb(variables, s, kind, +1.0)
+                c = (lp - lm) / 2.0
+            else:
+                self._perturb(variables, s, kind, -1.0)
+                c = lp - loss0
+            for gi, p, u in self._directions(variables, s, kind):
+                acc = accumulate.get(p)
+                if acc is None:
+                    acc = accumulate[p] = torch.zeros_like(p)
+                acc.add_(u, alpha=c / (q * self.param_groups[gi]["mu"]))
+        return loss0
+
+
+def _check_zo(mu, num_queries, estimator, direction):
+    if not mu > 0:
+        raise ValueError(f"mu (perturbation radius) must be > 0, got {mu}")
+    if not isinstance(num_queries, int) or num_queries < 1:
+        raise ValueError(f"num_queries must be a positive int, got {num_queries!r}")
+    if estimator not in _EST:
+        raise ValueError(f"estimator must be one of {_EST}, got {estimator!r}")
+    if direction not in _DIR:
+        raise ValueError(f"direction must be one of {_DIR}, got {direction!r}")
+
+
+def _apply_update(opt: Optimizer, group: dict, p: torch.Tensor, g: torch.Tensor) -> None:
+    """SGD or Adam update of ``p`` with gradient (estimate) ``g``; state is created here (lazily)."""
+    lr, wd = group["lr"], group["weight_decay"]
+    state = opt.state[p]
+    if len(state) == 0:
+        state["step"] = 0
+        if group["base"] == "adam":
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+    state["step"] += 1
+    if wd:
+        p.mul_(1 - lr * wd)
+    if group["base"] == "sgd":
+        p.add_(g, alpha=-lr)
+        return
+    b1, b2 = group["betas"]
+    t = state["step"]
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
+    p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
+
+
+class ZOOptimizer(_ZOMixin, Optimizer):
+    """Zeroth-order optimizer (ZO-SGD / ZO-Adam) with seeded random directions.
+
+    ``ZOOptimizer(params, lr=1e-4, mu=1e-3, num_queries=1, estimator="central", direction="gaussian",
+    base="adam", betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, seed=0)``.  ``step(closure)``: the
+    closure returns the loss (no ``backward`` needed); it is evaluated at ``theta`` (the returned loss)
+    and at ``theta +- mu u_i``.  ``mu`` may differ per parameter group; ``num_queries``,
+    ``estimator``, ``direction`` and ``seed`` are read from the first group.
+    """
+
+    def __init__(self, params, lr: float = 1e-4, mu: float = 1e-3, num_queries: int = 1, estimator: str = "central",
+                 direction: str = "gaussian", base: str = "adam", betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, seed: int = 0):
+        _check_common(lr, weight_decay)
+        _check_zo(mu, num_queries, estimator, direction)
+        _check_betas(betas)
+        if base not in ("sgd", "adam"):
+            raise ValueError(f"base must be 'sgd' or 'adam', got {base!r}")
+        super().__init__(params, dict(lr=lr, mu=mu, num_queries=num_queries, estimator=estimator, direction=direction,
+                                      base=base, betas=tuple(betas), eps=eps, weight_decay=weight_decay, seed=seed))
+
+    def _step_count(self) -> int:
+        for _, p in self._variables():
+            st = self.state.get(p)
+            if st:
+                return int(st["step"])
+        return 0
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
+        if closure is None:
+            raise RuntimeError("ZOOptimizer.step() needs a closure that returns the loss (no backward needed): "
+                               "opt.step(lambda: loss_fn(model(x), y))")
+        est: Dict[torch.Tensor, torch.Tensor] = {}
+        loss = self._zo_estimate(closure, self._step_count(), est)
+        for gi, p in self._variables():
+            _apply_update(self, self.param_groups[gi], p, est[p])
+        return torch.tensor(loss)
+
+
+class HybridFOZO(_ZOMixin, Optimizer):
+    """Hybrid first-/zeroth-order optimizer: one Adam (or SGD) state, fed by FO gradients and ZO estimates.
+
+    ``step(closure, closure_zo=None)``: on a first-order step ``closure`` is called (it must call
+    ``backward``) and the gradients in ``p.grad`` are used; on a zeroth-order step the loss closure
+    ``closure_zo`` (default: ``closure``) is evaluated at seeded perturbations.  A closure is always
+    required, so every step works whichever kind the schedule picks.  With
+    ``schedule="split_loss"`` every step adds the ZO estimate of ``closure_zo`` to the FO gradient of
+    ``closure`` (e.g. forget term by ZO, retain term by FO).  The kind of the last step is in
+    ``self.last_step_kind``.
+    """
+
+    def __init__(self, params, lr: float = 1e-4, mu: float = 1e-3, num_queries: int = 1, estimator: str = "central",
+                 direction: str = "gaussian", base: str = "adam", betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, seed: int = 0, schedule: str = "alternate", period: int = 1,
+                 p_zo: float = 0.5, zo_lr_scale: float = 1.0):
+        _check_common(lr, weight_decay)
+        _check_zo(mu, num_queries, estimator, direction)
+        _check_betas(betas)
+        if base not in ("sgd", "adam"):
+            raise ValueError(f"base must be 'sgd' or 'adam', got {base!r}")
+        if schedule not in ("alternate", "prob", "split_loss"):
+            raise ValueError(f"schedule must be 'alternate', 'prob' or 'split_loss', got {schedule!r}")
+        if not isinstance(period, int) or period < 1:
+            raise ValueError(f"period must be a positive int, got {period!r}")
+        if not 0.0 <= p_zo <= 1.0:
+            raise ValueError(f"p_zo must be in [0, 1], got {p_zo}")
+        super().__init__(params, dict(lr=lr, mu=mu, num_queries=num_queries, estimator=estimator, direction=direction,
+                                      base=base, betas=tuple(betas), eps=eps, weight_decay=weight_decay, seed=seed,
+                                      schedule=schedule, period=period, p_zo=p_zo, zo_lr_scale=zo_lr_scale))
+        self.last_step_kind: Optional[str] = None
+
+    def _hybrid_step(self) -> int:
+        st = self.state.get("hybrid")
+        return int(st["step"]) if st else 0
+
+    def _is_zo(self, t: int) -> bool:
+        g0 = self.param_groups[0]
+        if g0["schedule"] == "alternate":
+            return (t // g0["period"]) % 2 == 1
+        if g0["schedule"] == "prob":
+            gen = torch.Generator().manual_seed((int(g0["seed"]) * 7_919 + t) % (2**62))
+            return bool(torch.rand((), generator=gen) < g0["p_zo"])
+        return False
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None,
+             closure_zo: Optional[Callable[[], torch.Tensor]] = None):
+        t = self._hybrid_step()
+        g0 = self.param_groups[0]
+        split = g0["schedule"] == "split_loss"
+        zo = split or self._is_zo(t)
+        if closure is None:
+            raise RuntimeError("HybridFOZO.step() needs a closure: closure() computes the loss and calls backward "
+                               "(used on first-order steps); pass closure_zo=... for a loss-only closure on "
+                               "zeroth-order steps (default: closure)")
+        zo_closure = closure_zo if closure_zo is not None else closure
+        if split and closure_zo is None:
+            raise RuntimeError("schedule='split_loss' needs both closure (FO part) and closure_zo (ZO part)")
+        loss = None
+        grads: Dict[torch.Tensor, torch.Tensor] = {}
+        if not zo or split:
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for _, p in self._variables():
+                if p.grad is not None:
+                    grads[p] = p.grad.clone() if split else p.grad
+        if zo:
+            est: Dict[torch.Tensor, torch.Tensor] = {}
+            lz = self._zo_estimate(zo_closure, t, est)
+            scale = g0["zo_lr_scale"]
+            for p, e in est.items():
+                if scale != 1.0:
+                    e.mul_(scale)
+                grads[p] = grads[p] + e if p in grads else e
+            if loss is None:
+                loss = torch.tensor(lz)
+        for gi, p in self._variables():
+            if p in grads:
+                _apply_update(self, self.param_groups[gi], p, grads[p])
+        self.state["hybrid"] = {"step": t + 1}
+        self.last_step_kind = "split" if split else ("zo" if zo else "fo")
+        return loss

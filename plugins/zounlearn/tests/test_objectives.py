@@ -1,0 +1,202 @@
+import copy
+import math
+
+import pytest
+import torch
+
+import gradkit_core as gk
+from gradkit_core.testing.unlearners import UnlearnerConformance
+
+from gradkit_zounlearn.attacks import quantization_recovery, quantize_rtn_, relearn_attack, rtn_quantize
+from gradkit_zounlearn.facts import fact_corpus, knowmem
+from gradkit_zounlearn.objectives import (
+    LMUnlearner,
+    graddiff_loss,
+    mean_nll,
+    npo_loss,
+    sequence_logprob,
+)
+
+IDS = torch.tensor([[0, 3, 5, 2, 6], [4, 4, 1, 0, 2]])
+MASK = torch.tensor([[0, 1, 1, 1, 0], [0, 0, 1, 1, 1]], dtype=torch.bool)
+
+
+def _hand_logp(W, ids, mask):
+    P = torch.log_softmax(W.double(), -1)
+    out = []
+    for b in range(ids.shape[0]):
+        out.append(sum(float(P[ids[b, t - 1], ids[b, t]]) for t in range(1, ids.shape[1]) if mask[b, t]))
+    return out
+
+
+def test_sequence_logprob_and_mean_nll_by_hand(bigram):
+    m = bigram(seed=1)
+    want = _hand_logp(m.W.detach(), IDS, MASK)
+    assert sequence_logprob(m, IDS, MASK).tolist() == pytest.approx(want, rel=1e-5)
+    assert float(mean_nll(m, IDS, MASK).detach()) == pytest.approx(-sum(want) / int(MASK[:, 1:].sum()), rel=1e-5)
+
+
+def test_npo_and_graddiff_equal_their_formulas():
+    lp, lref = torch.tensor([-3.0, -1.5, -7.0]), torch.tensor([-2.0, -2.5, -6.0])
+    beta, lam, r = 0.1, 2.0, torch.tensor(0.7)
+    want = (2 / beta) * sum(math.log(1 + math.exp(a - b) ** beta) for a, b in zip(lp.tolist(), lref.tolist())) / 3
+    assert float(npo_loss(lp, lref, beta)) == pytest.approx(want, rel=1e-6)
+    assert float(npo_loss(lp, lref, beta, r, lam)) == pytest.approx(want + 1.4, rel=1e-6)
+    assert float(graddiff_loss(torch.tensor(2.5), r, lam)) == pytest.approx(-2.5 + 1.4)
+    assert float(graddiff_loss(torch.tensor(2.5), None)) == -2.5
+    with pytest.raises(ValueError, match="beta"):
+        npo_loss(lp, lref, 0.0)
+
+
+def test_npo_gradient_at_the_reference_is_gradient_ascent_on_the_sequence_likelihood(bigram):
+    """d/dtheta (2/beta) log(1 + e^{beta D}) = 2 sigmoid(beta D) dD = dD at D = 0 (theta = ref): NPO starts
+    as gradient ascent on the summed negative log-likelihood (averaged over samples)."""
+    m = bigram(seed=2)
+    ul = LMUnlearner(m, objective="npo", beta=0.5, lam=0.0)
+    ul.loss((IDS, MASK)).backward()
+    g_npo = m.W.grad.clone()
+    m.W.grad = None
+    sequence_logprob(m, IDS, MASK).mean().backward()
+    assert torch.allclose(g_npo, m.W.grad, atol=1e-6)
+
+
+def test_graddiff_loss_through_the_unlearner(bigram):
+    m = bigram(seed=3)
+    ul = LMUnlearner(m, objective="graddiff", lam=0.5)
+    retain = torch.tensor([[1, 2, 3, 4]])
+    got = float(ul.loss((IDS, MASK), retain).detach())
+    fn = -sum(_hand_logp(m.W.detach(), IDS, MASK)) / int(MASK[:, 1:].sum())
+    rn = -sum(_hand_logp(m.W.detach(), retain, torch.ones_like(retain, dtype=torch.bool))) / 3
+    assert got == pytest.approx(-fn + 0.5 * rn, rel=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["adamw", "sign-sgd", "sign-adam", "zo", "hybrid-fo-zo"])
+def test_every_optimizer_grade_lowers_forget_likelihood(bigram, opt):
+    m = bigram(seed=4)
+    f = [(IDS, MASK)]
+    before = float(sequence_logprob(m, IDS, MASK).sum())
+    kw = {"num_queries": 4} if opt in ("zo", "hybrid-fo-zo") else {}
+    LMUnlearner(m, objective="npo", optimizer=opt, lr=0.05, lam=0.0, optimizer_kwargs=kw).unlearn(f, steps=20)
+    assert float(sequence_logprob(m, IDS, MASK).sum()) < before - 1.0
+
+
+def test_unlearner_errors(bigram):
+    with pytest.raises(ValueError, match="forget set is empty"):
+        LMUnlearner(bigram(), objective="graddiff").unlearn([], [IDS])
+    with pytest.raises(ValueError, match="retain"):
+        LMUnlearner(bigram(), objective="npo", lam=1.0).unlearn([IDS], None)
+    with pytest.raises(ValueError, match="objective"):
+        LMUnlearner(bigram(), objective="rmu")
+    with pytest.raises(ValueError, match="optimizer"):
+        LMUnlearner(bigram(), optimizer="lbfgs")
+    with pytest.raises(ValueError, match="loss_mask"):
+        sequence_logprob(bigram(), IDS, MASK[:, :3])
+
+
+def test_rtn_error_bound_levels_and_fixed_points():
+    torch.manual_seed(0)
+    w = torch.randn(6, 70)  # 70 = 2 full groups of 32 + a padded group of 6
+    q = rtn_quantize(w, bits=4, group_size=32)
+    wp = torch.cat([w, torch.zeros(6, 26)], 1).view(6, 3, 32)
+    s = wp.abs().amax(-1) / 7
+    err = (torch.cat([w - q, torch.zeros(6, 26)], 1).view(6, 3, 32)).abs().amax(-1)
+    assert (err <= s / 2 + 1e-6).all()
+    qq = torch.cat([q, torch.zeros(6, 26)], 1).view(6, 3, 32)
+    assert all(len(torch.unique(torch.round(qq[i, j] / s[i, j]))) <= 16 for i in range(6) for j in range(3))
+    assert torch.allclose(rtn_quantize(q, 4, 32), q, atol=1e-6)  # already on the grid: unchanged
+    with pytest.raises(ValueError, match="bits"):
+        rtn_quantize(w, bits=1)
+
+
+def test_quantize_model_weights_only_and_recovery_metric():
+    from gradkit_support.models import TinyGPT
+
+    torch.manual_seed(0)
+    m = TinyGPT(block_size=8, d_model=16, n_layer=1, n_head=2)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    quantize_rtn_(m)
+    after = m.state_dict()
+    assert not torch.equal(after["tok.weight"], before["tok.weight"])
+    assert torch.equal(after["ln_f.weight"], before["ln_f.weight"])  # 1-D params stay full precision
+    assert torch.equal(after["blocks.0.mlp.0.bias"], before["blocks.0.mlp.0.bias"])
+    assert after["head.weight"].data_ptr() == after["tok.weight"].data_ptr()
+    m2 = TinyGPT(block_size=8, d_model=16, n_layer=1, n_head=2)
+    score = lambda mm: float(mm.tok.weight.abs().sum())  # noqa: E731
+    rec = quantization_recovery(m2, score)
+    q = quantize_rtn_(copy.deepcopy(m2))
+    assert rec == pytest.approx(score(q) - score(m2))
+
+
+def test_relearn_attack_fine_tunes_a_copy(bigram):
+    m = bigram(seed=5)
+    w0 = m.W.detach().clone()
+    r = relearn_attack(m, [(IDS, MASK)], steps=20, lr=0.05)
+    assert torch.equal(m.W.detach(), w0)
+    assert float(mean_nll(r, IDS, MASK)) < float(mean_nll(m, IDS, MASK)) - 0.3
+    with pytest.raises(ValueError, match="batch"):
+        relearn_attack(m, [])
+
+
+def test_fact_corpus_and_knowmem(bigram):
+    d = fact_corpus(5, 32, seed=0)
+    assert d["input_ids"].shape == (15, 32) and int(d["value_mask"].sum()) == 15
+    for ids, vm in zip(d["input_ids"], d["value_mask"]):
+        s = bytes(ids.tolist()).decode()
+        pos = int(vm.nonzero())
+        assert s[pos - 1] == " " and s[pos].isalpha() and s.rstrip("\n").endswith(".")
+    # a model that always predicts the true value byte scores 1, one that never does scores 0
+    class Oracle(torch.nn.Module):
+        def forward(self, ids):
+            nxt = torch.cat([ids[:, 1:], ids[:, -1:]], 1)
+            return torch.nn.functional.one_hot(nxt, 256).float()
+
+    assert knowmem(Oracle(), d) == 1.0
+    assert knowmem(bigram(vocab=256), d) < 0.3
+
+
+def test_registered_unlearners():
+    from gradkit_support.models import TinyGPT
+
+    m = TinyGPT(block_size=8, d_model=16, n_layer=1, n_head=2)
+    u = gk.create("npo", m, kind="unlearners")
+    assert (u.objective, u.beta, u.lam, u.optimizer_spec) == ("npo", 0.1, 1.0, "adamw")
+    assert gk.create("graddiff", m, kind="unlearners").objective == "graddiff"
+
+
+class _Loader:
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("name,kw", [("npo", {}), ("graddiff", {}),
+                                     ("npo", {"optimizer": "hybrid-fo-zo", "optimizer_kwargs": {"num_queries": 2}})])
+class TestConformance(UnlearnerConformance):
+    unlearn_kwargs = {"steps": 3}
+
+    @pytest.fixture(autouse=True)
+    def _name(self, name, kw):
+        self.unlearner_name = name
+        self.unlearner_kwargs = {"lr": 1e-3, **kw}
+
+    @pytest.fixture
+    def make_model(self):
+        from gradkit_support.models import TinyGPT
+
+        def make():
+            torch.manual_seed(0)
+            return TinyGPT(block_size=16, d_model=16, n_layer=1, n_head=2)
+
+        return make
+
+    @pytest.fixture
+    def forget_loader(self):
+        g = torch.Generator().manual_seed(0)
+        return _Loader([torch.randint(0, 256, (2, 16), generator=g) for _ in range(2)])
+
+    @pytest.fixture
+    def retain_loader(self):
+        g = torch.Generator().manual_seed(1)
+        return _Loader([{"input_ids": torch.randint(0, 256, (2, 16), generator=g)} for _ in range(2)])
