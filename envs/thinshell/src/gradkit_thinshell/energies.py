@@ -185,3 +185,65 @@ def tangent_basis(n: torch.Tensor) -> torch.Tensor:
     t1 = t1 / torch.linalg.vector_norm(t1, dim=-1, keepdim=True)
     t2 = cross(n, t1)
     return torch.stack([t1, t2], dim=-2)
+
+
+# ----------------------------------------------------------------------------- closed-form element Hessians
+# (the others -- area, hinge, box pad, vertex-face -- come from batched double backward in the simulator;
+# tests check every block against autograd and finite differences)
+def _eye(n, like):
+    return torch.eye(n, dtype=like.dtype, device=like.device)
+
+
+def hess_friction_u(u: torch.Tensor, eps_f: float) -> torch.Tensor:
+    """Hessian (..., 2, 2) of f0(|u|) with respect to u."""
+    y = safe_norm(u)
+    I2 = _eye(2, u)
+    uu = u.unsqueeze(-1) * u.unsqueeze(-2)
+    ysafe = torch.where(y > 0, y, torch.ones_like(y))[..., None, None]
+    inner = (2.0 / eps_f - y / eps_f**2)[..., None, None] * I2 - uu / (eps_f**2 * ysafe)
+    outer = (I2 - uu / ysafe**2) / ysafe
+    return torch.where((y < eps_f)[..., None, None], inner, outer)
+
+
+def h_edge(X, aux, p, key="Kl"):
+    d = X[..., 1, :] - X[..., 0, :]
+    l = torch.linalg.vector_norm(d, dim=-1)
+    l0 = aux[..., 0]
+    n = d / l[..., None]
+    nn = n.unsqueeze(-1) * n.unsqueeze(-2)
+    B = (2.0 * p[key] / l0)[..., None, None] * (nn + ((l - l0) / l)[..., None, None] * (_eye(3, X) - nn))
+    top = torch.cat([B, -B], -1)
+    return torch.cat([top, -top], -2)
+
+
+def h_edge_obj(X, aux, p):
+    return h_edge(X, aux, p, key="K_obj")
+
+
+def h_table(X, aux, p):
+    x = X[..., 0, :]
+    H = torch.zeros(*x.shape[:-1], 3, 3, dtype=X.dtype)
+    H[..., 2, 2] = p["k_contact"] * (x[..., 2] < p["eps_c"]).to(X.dtype)
+    u = x[..., :2] - aux[..., 0:2]
+    H[..., :2, :2] += (p["mu_table"] * aux[..., 3])[..., None, None] * hess_friction_u(u, p["eps_f"])
+    return H
+
+
+def h_sphere(X, aux, p):
+    x = X[..., 0, :]
+    r = x - aux[..., 0:3]
+    rho = torch.linalg.vector_norm(r, dim=-1)
+    n = r / rho[..., None]
+    nn = n.unsqueeze(-1) * n.unsqueeze(-2)
+    d = rho - aux[..., 16]
+    gap = p["eps_c"] - d
+    act = (gap > 0).to(X.dtype)[..., None, None]
+    H = act * p["k_contact"] * (nn - (gap / rho)[..., None, None] * (_eye(3, X) - nn))
+    c_n, c_t, x_t = aux[..., 0:3], aux[..., 3:6], aux[..., 6:9]
+    T = aux[..., 10:16].reshape(*aux.shape[:-1], 2, 3)
+    u = (T * ((x - x_t) - (c_n - c_t)).unsqueeze(-2)).sum(-1)
+    Hu = (p["mu_pad"] * aux[..., 9])[..., None, None] * hess_friction_u(u, p["eps_f"])
+    return H + T.transpose(-1, -2) @ Hu @ T
+
+
+ANALYTIC_HESSIANS = {e_edge: h_edge, e_edge_obj: h_edge_obj, e_table: h_table, e_sphere: h_sphere}

@@ -108,6 +108,8 @@ class ThinShellSim:
     projection : ``"always"`` projects every element block to PSD (ThinShellLab); ``"auto"`` (default) first tries
         the exact assembled Hessian (mass term included) and falls back to the per-element projection only when it
         is not positive definite, which keeps Newton's quadratic convergence near the solution.
+    analytic_hessians : closed-form Hessian blocks for edges, table and sphere contact (with friction); the other
+        element types always use batched double backward (``False`` uses autograd for every type).
     hessian_reuse_ratio : the projected Hessian's factorisation is reused for the next Newton iteration when the
         step shrank by at least this factor with a full line-search step (0 = fresh Hessian every iteration).
     **params : material/friction parameters (``Kl, Ka, Kb, K_obj, k_contact, k_att, mu_table, mu_pad,
@@ -118,7 +120,7 @@ class ThinShellSim:
                  eps_contact: float = 4e-4, eps_v: float = 0.01, yield_angle: Optional[float] = None,
                  max_moving_dist: float = 1e-3, newton_max_iter: int = 100, tol: float = 1e-7,
                  on_fail: str = "raise", contact_radius: float = 5e-3, hessian_reuse_ratio: float = 0.25,
-                 projection: str = "auto", **params):
+                 projection: str = "auto", analytic_hessians: bool = True, **params):
         if scene is None:
             sheet = make_sheet(n, size, origin=(0.0, 0.0, eps_contact))
             scene = Scene(bodies=[sheet])
@@ -145,6 +147,7 @@ class ThinShellSim:
         if projection not in ("auto", "always"):
             raise ValueError(f"projection must be 'auto' or 'always', got {projection!r}")
         self.projection = projection
+        self.analytic_hessians = bool(analytic_hessians)
         self._given = {}
         self.params = self.param_vector(**params)
         self._given = dict(params)
@@ -367,12 +370,21 @@ class ThinShellSim:
     def element_hessians(self, x, els, P):
         """Exact per-element Hessian blocks (n, 3k, 3k) of every element group.
 
-        One reverse pass gives every element's gradient; one batched second reverse pass
+        Closed-form blocks where :data:`energies.ANALYTIC_HESSIANS` has them; for the rest one reverse pass
+        gives every element's gradient and one batched second reverse pass
         (``is_grads_batched``, 12 one-hot directions in local coordinates) gives all blocks at once.
         """
-        groups = [(fn, idx, aux) for fn, idx, aux in els if fn is not en.e_attach]
-        Xs = [x.detach()[idx].requires_grad_(True) for _, idx, _ in groups]
         out = {}
+        groups = []
+        for fn, idx, aux in els:
+            if fn is en.e_attach:
+                continue
+            h = en.ANALYTIC_HESSIANS.get(fn) if self.analytic_hessians else None
+            if h is not None:
+                out[id(fn), id(idx)] = h(x.detach()[idx], aux.detach(), P).reshape(len(idx), 3 * idx.shape[1], -1)
+            else:
+                groups.append((fn, idx, aux))
+        Xs = [x.detach()[idx].requires_grad_(True) for _, idx, _ in groups]
         if groups:
             with torch.enable_grad():
                 E = sum(fn(X, aux.detach() if aux.requires_grad else aux, P).sum()
