@@ -115,3 +115,11 @@ def test_flat_schedule_follows_training_progress():
     data = [(x[:60], y[:60]), (x[60:], y[60:])]
     tuner.fit(data, epochs=2)
     assert lora_layers(model)[0].progress == pytest.approx(3 / 4)  # set before the 4th (last) of 4 steps
+
+
+def test_trainer_non_finite_loss_is_a_clear_error():
+    model = nn.Sequential(nn.Linear(6, 3))
+    tuner = LoRAFineTuner(model, method="ggpo", r=1, loss_fn=lambda out, y: out.sum() * float("nan"))
+    x, y = _toy()
+    with pytest.raises(FloatingPointError, match="lower beta"):
+        tuner.train_step(x, y)

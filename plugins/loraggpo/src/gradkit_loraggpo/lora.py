@@ -173,7 +173,8 @@ def wrap_lora(model: nn.Module, target: Type[nn.Module] = nn.Linear, include: Op
               exclude: Sequence[str] = (), freeze_base: bool = True, **kw) -> nn.Module:
     """Replace (in place) every ``target`` submodule (optionally only names containing one of ``include``,
     never those containing one of ``exclude``) with a :class:`GGPOLoRALinear`; freeze every other
-    parameter when ``freeze_base``.  Returns the model.  ``kw`` goes to ``GGPOLoRALinear``."""
+    parameter when ``freeze_base``.  Returns the model.  ``kw`` goes to ``GGPOLoRALinear``.
+    The ``out_proj`` of ``nn.MultiheadAttention`` is skipped (that module never calls its forward)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"wrap_lora needs an nn.Module, got {type(model).__name__}")
     if target is not nn.Linear and not (isinstance(target, type) and issubclass(target, nn.Linear)):
@@ -182,6 +183,8 @@ def wrap_lora(model: nn.Module, target: Type[nn.Module] = nn.Linear, include: Op
         for p in model.parameters():
             p.requires_grad_(False)
     wrapped = {id(m.base) for m in lora_layers(model)}  # never wrap a LoRA layer's own base again
+    # nn.MultiheadAttention reads out_proj.weight directly (its forward is never called): leave it alone
+    wrapped |= {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     names = [(n, m) for n, m in model.named_modules() if isinstance(m, target) and id(m) not in wrapped]
     count = 0
     for name, mod in names:

@@ -38,10 +38,11 @@ from .trainer import LoRAFineTuner
 
 
 #: reproduction variant -> (trainer method, sigma, beta).  ggpo uses the suggested defaults (kohya port);
-#: ggpo-x10 scales both by 10, since this MLP's weight/gradient row norms are O(1) and the default noise is tiny.
+#: the x10 variants scale sigma by 10 (this MLP's rows are short, so the default noise is tiny); GGPO keeps
+#: beta = 0.01 there, because beta = 0.1 diverged (the beta*||G_i||^2 term feeds back on itself).
 VARIANTS = {"lora": ("lora", None, 0.0), "flat": ("flat", 0.05, 0.0), "ggpo": ("ggpo", 0.03, 0.01),
-            "ggpo-x10": ("ggpo", 0.3, 0.1), "flat-x10": ("flat", 0.5, 0.0), "sam": ("sam", None, 0.0),
-            "full": ("full", None, 0.0)}
+            "ggpo-x10": ("ggpo", 0.3, 0.01), "flat-x10": ("flat", 0.5, 0.0), "sam": ("sam", None, 0.0),
+            "ggpo-beta": ("ggpo", 0.03, 0.1), "full": ("full", None, 0.0)}
 
 
 def _data(seed: int, n_train: int, noise: float):
@@ -145,11 +146,18 @@ def _finetune(base: nn.Module, method: str, r: int, train, test, cfg, seed: int)
             accs.append(_acc(m, *test))
 
     t0 = time.process_time()
-    tuner.fit(dl, epochs=cfg["epochs"], on_epoch=on_epoch)
+    diverged = False
+    try:
+        tuner.fit(dl, epochs=cfg["epochs"], on_epoch=on_epoch)
+    except FloatingPointError:
+        diverged = True  # reported as a row with diverged=yes; accuracy of the broken model is chance level
+        xs.append(cfg["epochs"])
+        accs.append(_acc(model, *test))
     seconds = time.process_time() - t0
     row = dict(final_acc=accs[-1], peak_acc=max(accs), dip=_drawdown(accs), xs=xs, accs=accs,
-               train_acc_noisy=_acc(model, *train), seconds=seconds)
-    if method != "full":
+               train_acc_noisy=_acc(model, *train), seconds=seconds, diverged=diverged,
+               sharp_noise=float("nan"), hess_top=float("nan"))
+    if method != "full" and not diverged:
         row["sharp_noise"] = weight_noise_sharpness(model, *train, rho=cfg["rho"], seed=seed)
         row["hess_top"] = top_hessian_eigenvalue(model, *train, seed=seed)
     return row
@@ -157,11 +165,12 @@ def _finetune(base: nn.Module, method: str, r: int, train, test, cfg, seed: int)
 
 def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, seed: int = 0,
         progress: bool = True) -> Result:
-    cfg = dict(ranks=[1, 2, 4, 8, 16, 32, 64], methods=["lora", "flat", "ggpo", "flat-x10", "ggpo-x10", "sam"],
+    cfg = dict(ranks=[1, 2, 4, 8, 16, 32, 64],
+               methods=["lora", "flat", "ggpo", "flat-x10", "ggpo-x10", "ggpo-beta", "sam"],
                epochs=100, eval_every=5, batch=50, lr=3e-3, n_train=200, noise=0.2, pre_epochs=30, rho=0.05,
                seeds=[seed])
     if quick:
-        cfg.update(ranks=[2, 16], methods=["lora", "flat", "ggpo", "ggpo-x10"], epochs=40, eval_every=4,
+        cfg.update(ranks=[2, 16], methods=["lora", "flat", "ggpo", "flat-x10", "ggpo-x10"], epochs=40, eval_every=4,
                    pre_epochs=25)
     if full:
         cfg.update(epochs=300, seeds=[seed, seed + 1, seed + 2])
@@ -187,7 +196,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     res.meta["pretrain_acc_0to4"] = bases[s0][4]
     res.meta["label_noise_rate"] = bases[s0][3]
     names = {"lora": "LoRA", "flat": "Flat-LoRA", "ggpo": "LoRA-GGPO", "sam": "LoRA-SAM", "full": "full FT",
-             "ggpo-x10": "LoRA-GGPO x10", "flat-x10": "Flat-LoRA x10"}
+             "ggpo-x10": "LoRA-GGPO sigma x10", "flat-x10": "Flat-LoRA sigma x10", "ggpo-beta": "LoRA-GGPO beta 0.1"}
 
     def avg(m, r, k):
         return statistics.mean(runs[(s, m, r)][k] for s in cfg["seeds"])
@@ -196,7 +205,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
         for r in cfg["ranks"]:
             res.add_row(method=names[m], rank=r, final_acc=avg(m, r, "final_acc"), peak_acc=avg(m, r, "peak_acc"),
                         dip=avg(m, r, "dip"), sharp_noise=avg(m, r, "sharp_noise"), hess_top=avg(m, r, "hess_top"),
-                        cpu_s=avg(m, r, "seconds"))
+                        cpu_s=avg(m, r, "seconds"), diverged=any(runs[(s, m, r)]["diverged"] for s in cfg["seeds"]))
         res.add_curve("final test acc vs rank", names[m], cfg["ranks"], [avg(m, r, "final_acc") for r in cfg["ranks"]])
         res.add_curve("weight-noise sharpness vs rank", names[m], cfg["ranks"],
                       [avg(m, r, "sharp_noise") for r in cfg["ranks"]])
@@ -207,7 +216,9 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
                 dip=avg("full", 0, "dip"), cpu_s=avg("full", 0, "seconds"))
 
     def mean_over_ranks(m, k):
-        return statistics.mean(avg(m, r, k) for r in cfg["ranks"])
+        vals = [avg(m, r, k) for r in cfg["ranks"]]
+        finite = [v for v in vals if v == v]
+        return statistics.mean(finite) if finite else float("nan")
 
     g_acc, l_acc, f_acc = (mean_over_ranks(m, "final_acc") for m in ("ggpo", "lora", "flat"))
     res.add_claim("LoRA-GGPO's final test accuracy (mean over ranks) >= LoRA's", g_acc >= l_acc,
@@ -228,8 +239,12 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     if "ggpo-x10" in cfg["methods"]:
         gx = mean_over_ranks("ggpo-x10", "final_acc")
         gxs = mean_over_ranks("ggpo-x10", "sharp_noise")
-        res.add_claim("LoRA-GGPO x10 (sigma 0.3, beta 0.1) beats LoRA on final accuracy and sharpness", gx >= l_acc
-                      and gxs <= l_sh, f"acc {gx:.4f} vs {l_acc:.4f}; sharpness {gxs:.4g} vs {l_sh:.4g}")
+        fx = mean_over_ranks("flat-x10", "final_acc") if "flat-x10" in cfg["methods"] else float("nan")
+        res.add_claim("LoRA-GGPO with sigma x10 (0.3, beta 0.01) beats LoRA on final accuracy and sharpness",
+                      gx >= l_acc and gxs <= l_sh, f"acc {gx:.4f} vs {l_acc:.4f}; sharpness {gxs:.4g} vs {l_sh:.4g}")
+        if fx == fx:
+            res.add_claim("LoRA-GGPO with sigma x10 >= Flat-LoRA with sigma x10 (final accuracy)", gx >= fx,
+                          f"{gx:.4f} vs {fx:.4f}")
     res.add_note(f"pre-trained MLP accuracy on digits 0-4: {bases[s0][4]:.3f}; actual training-label noise "
                  f"{bases[s0][3]:.2%}; {cfg['epochs']} epochs, batch {cfg['batch']}, AdamW lr {cfg['lr']}, "
                  f"alpha = 2r; (method, sigma, beta) per variant: {VARIANTS}; seeds {cfg['seeds']}.")

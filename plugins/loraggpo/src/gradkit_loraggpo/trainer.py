@@ -85,6 +85,10 @@ class LoRAFineTuner:
             loss = self.optimizer.step(closure)
         else:
             loss = closure()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{self.method}: training loss became {float(loss.detach())} at step {self.step_count}; with GGPO the "
+                    "noise scale beta*||G_i||^2 grows with the gradient, so lower beta (or sigma) or the lr")
             update_norms(self.model)  # scales for the next forward's perturbation
             self.optimizer.step()
         self.step_count += 1
