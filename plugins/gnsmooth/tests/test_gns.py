@@ -313,3 +313,16 @@ def test_optimizer_bad_input():
 
     with pytest.raises(ValueError, match="not finite"):
         opt.step(nan_closure)
+
+
+def test_bohning_bounds_majorize_the_exact_hessians():
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(11, 3, generator=g, dtype=D)
+    soft = SoftmaxRegression(X, torch.randint(0, 4, (11,), generator=g), 4, lam=0.0)
+    logi = _small_logistic(m=11, n=3, lam=0.0)
+    for _ in range(3):
+        w = torch.randn(12, generator=g, dtype=D)
+        assert torch.linalg.eigvalsh(soft.bohning_hess(w) - soft.hess(w)).min() >= -1e-12
+        x = torch.randn(3, generator=g, dtype=D)
+        assert torch.linalg.eigvalsh(logi.bohning_hess(x) - logi.hess(x)).min() >= -1e-12
+    torch.testing.assert_close(logi.bohning_hess(x), logi.A.T @ logi.A / 44)

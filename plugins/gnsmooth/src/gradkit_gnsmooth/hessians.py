@@ -77,6 +77,12 @@ def exact_hessian_logistic(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, la
     return (A.T * (s * (1 - s))) @ A / A.shape[0] + lam * torch.eye(A.shape[1], dtype=DTYPE)
 
 
+def bohning_logistic(A: torch.Tensor, lam: float = 0.0) -> torch.Tensor:
+    """Böhning's constant bound ``(1/(4m)) AᵀA + λI ⪰ ∇²f`` for logistic regression (σ(1-σ) ≤ 1/4)."""
+    A = _f64(A)
+    return A.T @ A / (4 * A.shape[0]) + lam * torch.eye(A.shape[1], dtype=DTYPE)
+
+
 # ---------------------------------------------------------------------- softmax regression
 def _softmax_probs(X: torch.Tensor, w: torch.Tensor, n_classes: int) -> torch.Tensor:
     W = w.view(X.shape[1], n_classes)
@@ -105,6 +111,16 @@ def exact_hessian_softmax(X: torch.Tensor, w: torch.Tensor, n_classes: int, lam:
     K = X.T @ (S.reshape(m, C * C, 1) * X[:, None, :]).reshape(m, C * C * d)
     H = K.view(d, C, C, d).permute(0, 1, 3, 2) / m
     return H.reshape(d * C, d * C) + lam * torch.eye(d * C, dtype=DTYPE)
+
+
+def bohning_softmax(X: torch.Tensor, n_classes: int, lam: float = 0.0) -> torch.Tensor:
+    """Böhning's constant bound ``½(I - 11ᵀ/C) ⊗ XᵀX/m + λI`` (in the row-major ``vec(W)`` order)."""
+    X = _f64(X)
+    m, d = X.shape
+    C = n_classes
+    Q = 0.5 * (torch.eye(C, dtype=DTYPE) - torch.full((C, C), 1.0 / C, dtype=DTYPE))
+    H = torch.kron(X.T @ X / m, Q)  # (d·C, d·C) with index j·C + c
+    return H + lam * torch.eye(d * C, dtype=DTYPE)
 
 
 # ---------------------------------------------------------------------- ‖u(x)‖^p / p

@@ -97,6 +97,11 @@ class LogisticRegression(Problem):
     def approx_hess(self, x):
         return Hs.weighted_gauss_newton_logistic(self.A, self.b, x, self.lam)
 
+    def bohning_hess(self, x):
+        if getattr(self, "_bohning", None) is None:
+            self._bohning = Hs.bohning_logistic(self.A, self.lam)
+        return self._bohning
+
 
 class SoftmaxRegression(Problem):
     """Mean cross-entropy of ``softmax(X W)`` + ``(λ/2)‖W‖²``, ``x = vec(W)``, ``W ∈ R^{d×C}``."""
@@ -134,6 +139,11 @@ class SoftmaxRegression(Problem):
 
     def approx_hess(self, x):
         return Hs.weighted_gauss_newton_softmax(self.X, x, self.C, self.lam)
+
+    def bohning_hess(self, x):
+        if getattr(self, "_bohning", None) is None:
+            self._bohning = Hs.bohning_softmax(self.X, self.C, self.lam)
+        return self._bohning
 
 
 class PowerResidual(Problem):
