@@ -7,17 +7,36 @@ raises unless ``GRADKIT_STRICT`` is set, and no component code is imported to li
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 from typing import List, Optional
 
-from . import catalog as _catalog
 from .errors import GradkitError
 from .hookspecs import KIND_HOOKS
+
+
+class _LazyModule:
+    """Import a module on first attribute access (keeps `gradkit list` start-up small)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+json = _LazyModule("json")
+subprocess = _LazyModule("subprocess")
+time = _LazyModule("time")
+_catalog = _LazyModule("gradkit_core.catalog")
+
+
+def Path(*a):  # noqa: N802 - lazy pathlib.Path
+    from pathlib import Path as _P
+
+    return _P(*a)
 
 
 def _gk():
@@ -27,7 +46,7 @@ def _gk():
 
 
 def _print_rows(rows: List[dict], cols: List[str]) -> None:
-    from .results import format_table
+    from ._table import format_table
 
     print(format_table([{c: r.get(c, "") for c in cols} for r in rows]))
 
@@ -133,7 +152,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- install
-def _constraints_file(root: Path) -> Optional[Path]:
+def _constraints_file(root) -> Optional[object]:
     p = root / "tools" / "constraints.txt"
     return p if p.is_file() else None
 

@@ -13,11 +13,9 @@ Nothing named by a component's target is imported here.
 from __future__ import annotations
 
 import builtins
-import difflib
 import fnmatch
 import os
 import re
-import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import pluggy
@@ -57,6 +55,8 @@ def strict_enabled() -> bool:
 
 def _check_kind(kind: Optional[str]) -> None:
     if kind is not None and kind not in hookspecs.KIND_HOOKS:
+        import difflib
+
         close = difflib.get_close_matches(kind, hookspecs.KIND_HOOKS, n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownKindError(f"unknown kind {kind!r}{hint} (kinds: {', '.join(hookspecs.KIND_HOOKS)})")
@@ -102,6 +102,8 @@ class Registry:
     def __init__(self, entry_points: Optional[Iterable[Any]] = None, strict: Optional[bool] = None):
         self._given_eps = None if entry_points is None else builtins.list(entry_points)
         self._strict = strict
+        import threading
+
         self._lock = threading.RLock()
         self._discovered = False
         self._specs: Dict[Tuple[str, str], List[Spec]] = {}
@@ -365,6 +367,8 @@ class Registry:
                 hint = f"; it is provided by {entry.distribution}: run `gradkit install {entry.name}` " \
                        f"(or pip install {entry.distribution})"
         else:
+            import difflib
+
             close = difflib.get_close_matches(name, installed, n=5, cutoff=0.5)
             if not close:
                 close = [n for n in installed if name.lower() in n.lower()][:5]
@@ -389,10 +393,28 @@ class Registry:
         return factory(*args, **merged)
 
 
+def _dist_info_parts(ep: Any) -> Optional[Tuple[str, str]]:
+    """(name, version) from an installed distribution's ``NAME-VERSION.dist-info`` folder name.
+
+    Parsing the folder name avoids reading and email-parsing every plugin's METADATA
+    file, which would make a cold ``gradkit list`` several times slower than the
+    entry-point scan itself.
+    """
+    path = getattr(getattr(ep, "dist", None), "_path", None)
+    name = getattr(path, "name", "")
+    if name.endswith(".dist-info") and name.count("-") == 1:
+        dist, version = name[: -len(".dist-info")].split("-")
+        return dist.replace("_", "-"), version
+    return None
+
+
 def _dist_name(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
     if dist is None:
         return ""
+    parts = _dist_info_parts(ep)
+    if parts is not None:
+        return parts[0]
     try:
         return dist.metadata["Name"] or ""
     except Exception:  # noqa: BLE001
@@ -401,8 +423,13 @@ def _dist_name(ep: Any) -> str:
 
 def _dist_version(ep: Any) -> str:
     dist = getattr(ep, "dist", None)
+    if dist is None:
+        return ""
+    parts = _dist_info_parts(ep)
+    if parts is not None:
+        return parts[1]
     try:
-        return dist.version if dist is not None else ""
+        return dist.version
     except Exception:  # noqa: BLE001
         return ""
 
