@@ -99,9 +99,11 @@ class CamCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c, num_classes)
 
-    def cam_layer(self) -> nn.Module:
-        """The last block's ReLU: activations ``(B, widths[-1], h, w)``."""
-        return self.features[-1]
+    def cam_layer(self, block: int = -1) -> nn.Module:
+        """The ReLU of conv block ``block`` (default the last: activations ``(B, widths[-1], h, w)``,
+        the usual CAM target; its gradient is ``W_c / hw`` everywhere because GAP + linear follow)."""
+        relus = [m for m in self.features if isinstance(m, nn.ReLU)]
+        return relus[block]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
