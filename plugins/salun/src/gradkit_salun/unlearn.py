@@ -429,9 +429,8 @@ class SalUnSoft(RandomLabel):
         forget, retain, epochs, gen = self._prepare(forget, retain, epochs)
         self._params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self._theta0 = torch.cat([p.detach().flatten() for _, p in self._params]).clone()
-        n_steps = sum(1 for _ in forget) + sum(1 for _ in retain)
-        if self.schedule == "joint":
-            n_steps = sum(1 for _ in retain)
+        count = lambda d: len(d) if hasattr(d, "__len__") else sum(1 for _ in d)  # noqa: E731
+        n_steps = count(retain) if self.schedule == "joint" else count(forget) + count(retain)
         self._total, self._t = max(epochs * n_steps, 1), 0
         self.model.train()
         opt = self._optimizer()
