@@ -22,7 +22,7 @@ class TestSeparateConformance(EnvConformance):
 class TestLiftConformance(EnvConformance):
     env_id = "gradkit/ThinShellLift-v0"
     component = env_name(env_id)
-    kwargs = dict(n=3, horizon=2)
+    kwargs = dict(n=3, horizon=2, block_res=(2, 2, 2))
     max_episode_steps = 2
     n_steps = 2
 

@@ -20,30 +20,35 @@ def test_segments_are_piecewise_constant_and_bounded():
     assert float(a.abs().max()) <= m
 
 
-def test_gradient_from_zero_trajectory_is_stuck_but_cmaes_finds_contact():
-    task = separate_task(n=3, horizon=5)
-    zero = torch.zeros(5, 1, 3, dtype=torch.float64, requires_grad=True)
+def test_gradient_from_zero_trajectory_is_stuck():
+    task = separate_task(n=3, horizon=4)
+    zero = torch.zeros(4, 1, 3, dtype=torch.float64, requires_grad=True)
     R = task.rollout_reward(zero)
     R.backward()
     # the pad starts above the sheets: no contact, so the reward has exactly zero gradient (paper's GD failure)
     assert float(zero.grad.abs().max()) == 0.0
     g = grad_trajopt(task, None, lr=0.1, iters=2)
-    assert abs(g.reward) < 1e-5
-    c = cmaes_trajopt(task, n_segments=2, popsize=4, sigma0=0.6, budget=8, seed=0)
-    assert c.rollouts == 8 and len(c.history) == 8
-    assert c.reward > 1e-4 > abs(g.reward)
-    # the gradient refines CMA-ES's trajectory (contact present -> informative gradient)
-    g2 = grad_trajopt(task, c.actions, lr=0.1, iters=2)
+    assert g.rollouts == 4 and abs(g.reward - float(R.detach())) < 1e-9
+
+
+@pytest.mark.slow
+def test_cmaes_finds_contact_and_gradient_refines_it():
+    task = separate_task(n=3, horizon=6)
+    g = grad_trajopt(task, None, lr=0.1, iters=2)
+    c = cmaes_trajopt(task, n_segments=2, popsize=4, sigma0=0.6, budget=12, seed=0)
+    assert c.rollouts == 12 and len(c.history) == 12
+    assert c.reward > max(g.reward, 0.0) + 1e-5
+    g2 = grad_trajopt(task, c.actions, lr=0.1, iters=3)
     assert g2.reward >= c.reward
 
 
 def test_inverse_design_recovers_friction_within_5_percent():
-    task = sliding_task(n=3, horizon=8, tol=1e-9)
+    task = sliding_task(n=3, horizon=6, tol=1e-9)
     s0 = sliding_initial_state(task)
     p = task.sim.params.clone()
     p[PARAM_NAMES.index("mu_table")] = 0.4
     with torch.no_grad():
-        obs = [s.x for s in task.sim.rollout(torch.zeros(8, 0, 3, dtype=torch.float64), state=s0, params=p)]
-    fit = fit_parameter(task, obs, "mu_table", 0.2, state=s0, max_evals=10)
+        obs = [s.x for s in task.sim.rollout(torch.zeros(6, 0, 3, dtype=torch.float64), state=s0, params=p)]
+    fit = fit_parameter(task, obs, "mu_table", 0.25, state=s0, max_evals=8)
     assert abs(fit["estimate"] - 0.4) / 0.4 < 0.05
     assert fit["history"][-1] < 1e-3 * fit["history"][0]

@@ -55,7 +55,7 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
     torch.manual_seed(seed)
     res = Result("thinshell", title=f"{PAPER_TITLE}: trajectory optimisation and inverse design (CPU scale)")
     if quick:
-        cfg = dict(n=4, sep_T=10, sep_budget=16, pop=4, lift=False, lift_T=8, lift_budget=8, inv_T=12, inv_evals=10)
+        cfg = dict(n=4, sep_T=8, sep_budget=12, pop=4, lift=False, lift_T=8, lift_budget=8, inv_T=10, inv_evals=8)
     elif full:
         cfg = dict(n=6, sep_T=30, sep_budget=160, pop=16, lift=True, lift_T=20, lift_budget=64, inv_T=20, inv_evals=20)
     else:

@@ -260,7 +260,9 @@ class ThinShellSim:
                 if k != kind:
                     continue
                 d = torch.minimum(self._sdf(x_t, pad_t[g], g), self._sdf(x_t, pad_n[g], g))
-                v = torch.nonzero(d < r).reshape(-1)
+                near = d < r
+                near[self.att_v[self.att_g == g]] = False  # a gripper does not collide with what it holds
+                v = torch.nonzero(near).reshape(-1)
                 vs.append(v)
                 gs.append(torch.full_like(v, g))
             pairs[kind] = (torch.cat(vs), torch.cat(gs)) if vs else (torch.zeros(0, dtype=torch.long),) * 2

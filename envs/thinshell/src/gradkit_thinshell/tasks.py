@@ -78,11 +78,11 @@ def _lift_reward(task, states):
 
 
 def lift_task(n: int = 6, size: float = 0.04, horizon: int = 30, target_offset=(0.0, 0.0, 0.01),
-              block_size=(0.012, 0.012, 0.006), **sim_kw) -> Task:
+              block_size=(0.012, 0.012, 0.006), block_res=(3, 3, 2), **sim_kw) -> Task:
     eps = sim_kw.get("eps_contact", 4e-4)
     sheet = make_sheet(n, size, origin=(0.0, 0.0, eps), name="sheet")
     bz = eps + eps + block_size[2] / 2
-    block = make_block(block_size, center=(size / 2, size / 2, bz), name="block")
+    block = make_block(block_size, block_res, center=(size / 2, size / 2, bz), name="block")
     hw = 0.003
     pads = [Pad("box", (0.0, size / 2, eps), (hw, size / 2, hw)), Pad("box", (size, size / 2, eps), (hw, size / 2, hw))]
     left = [iy * n for iy in range(n)]
