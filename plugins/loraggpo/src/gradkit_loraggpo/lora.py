@@ -106,7 +106,11 @@ class GGPOLoRALinear(nn.Module):
 
     @torch.no_grad()
     def update_norms(self) -> None:
-        """Cache ``||W'_i||`` and ``||G_i||`` (and MGPO's momentum) from the current weights and LoRA gradients."""
+        """Cache ``||W'_i||`` and ``||G_i||`` (and MGPO's momentum) from the current weights and LoRA gradients.
+
+        A no-op for plain LoRA (``mode="none"``), which draws no perturbation."""
+        if self.mode == "none":
+            return
         if self.weight_norm == "exact":
             wn = self.merged_weight().norm(dim=1)
         else:  # kohya port: sqrt(mean_i ||W0_i||^2 + ||dW_i||^2)
