@@ -1,12 +1,22 @@
 """gradkit-thinshell: differentiable thin-shell simulator and manipulation tasks (ThinShellLab, ICLR 2024).
 
 Light module: registers components with string targets; nothing heavy is imported here.
+The gymnasium ids are registered by ``import gradkit_thinshell.envs`` (or at import of this package when
+gymnasium is already loaded); ``gymnasium.make("gradkit_thinshell.envs:gradkit/ThinShellSeparate-v0")``
+works from a fresh process.
 """
+
+import sys
 
 from gradkit_core import hookimpl
 from gradkit_core.spec import NAME_RE
 
+from .registration import ENV_IDS, register_envs
+
 PLUGIN_API_VERSION = 1
+
+if "gymnasium" in sys.modules:  # register the ids now when gymnasium is already loaded (cheap, no torch)
+    register_envs()
 
 PAPER = dict(title="Thin-Shell Object Manipulations With Differentiable Physics Simulations", arxiv="2404.00451",
              year=2024)

@@ -20,14 +20,8 @@ import torch
 
 from .mesh import DTYPE
 from .sim import NewtonError
+from .registration import ENV_IDS, register_envs
 from .tasks import make_task, sliding_initial_state
-
-ENV_IDS = {
-    "gradkit/ThinShellSeparate-v0": "gradkit_thinshell.envs:ThinShellSeparateEnv",
-    "gradkit/ThinShellLift-v0": "gradkit_thinshell.envs:ThinShellLiftEnv",
-    "gradkit/ThinShellFold-v0": "gradkit_thinshell.envs:ThinShellFoldEnv",
-}
-
 
 class ThinShellEnv(gym.Env):
     metadata = {"render_modes": []}
@@ -112,10 +106,6 @@ class ThinShellFoldEnv(ThinShellEnv):
     task_name = "fold"
 
 
-def register_envs() -> None:
-    for env_id, entry in ENV_IDS.items():
-        if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=entry, max_episode_steps=None)
-
+__all__ = ["ENV_IDS", "ThinShellEnv", "ThinShellSeparateEnv", "ThinShellLiftEnv", "ThinShellFoldEnv"]
 
 register_envs()
