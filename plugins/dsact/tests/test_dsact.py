@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import gradkit_core as gk
 from gradkit_dsact.agent import (
     DSACT,
+    Agent,
     SAC,
     DSACv1,
     TanhGaussianPolicy,
@@ -225,6 +226,7 @@ def test_load_rejects_other_algorithms(tmp_path):
     SAC("Pendulum-v1", seed=0, **TINY).save(tmp_path / "sac.pt")
     with pytest.raises(TypeError, match="sac"):
         DSACT.load(tmp_path / "sac.pt")
+    assert type(Agent.load(tmp_path / "sac.pt", env=gym.make("Pendulum-v1"))) is SAC  # base class dispatches
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
         DSACT.load(tmp_path / "junk.pt")

@@ -65,8 +65,8 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
     seeds = list(seeds) if seeds is not None else [seed]
     if full:
         return _run_full(out=out, seeds=seeds, progress=progress, steps=steps or 100_000)
-    n_steps = steps or (3000 if quick else 5000)
-    eval_every = 500
+    n_steps = steps or (4000 if quick else 5000)
+    eval_every = 1000 if quick else 500
     eval_episodes = 5
     scales = (1.0,) if quick else (0.1, 1.0, 10.0)
     res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC on Pendulum-v1 ({n_steps} env steps, UTD 1, "
