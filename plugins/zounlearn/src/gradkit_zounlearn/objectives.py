@@ -158,6 +158,7 @@ class LMUnlearner:
                 p.requires_grad_(False)
         self.history: list = []
         self.steps_taken = 0
+        self._ref_cache: dict = {}
 
     def loss(self, forget_batch, retain_batch=None) -> torch.Tensor:
         """The objective on one forget batch (and one retain batch when ``lam > 0``)."""
@@ -169,8 +170,14 @@ class LMUnlearner:
         if self.objective == "graddiff":
             return graddiff_loss(mean_nll(self.model, fids, fmask, fattn), r, self.lam)
         lp = sequence_logprob(self.model, fids, fmask, fattn)
-        with torch.no_grad():
-            lref = sequence_logprob(self.ref_model, fids, fmask, fattn)
+        key = (id(fids), id(fmask), id(fattn))
+        hit = self._ref_cache.get(key)
+        if hit is not None and hit[0] is fids:
+            lref = hit[1]
+        else:  # the reference is frozen: its log-likelihood of a batch is computed once
+            with torch.no_grad():
+                lref = sequence_logprob(self.ref_model, fids, fmask, fattn)
+            self._ref_cache[key] = (fids, lref)
         return npo_loss(lp, lref, self.beta, r, self.lam)
 
     def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, steps: int = 100,

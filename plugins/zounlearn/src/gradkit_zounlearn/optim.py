@@ -10,8 +10,9 @@
   per-step seed (MeZO style: parameters are perturbed in place and restored; no copy of ``u`` is
   kept), fed to an SGD or Adam update.  ``step(closure)`` is required; the closure returns the loss
   and need not call ``backward``.
-* :class:`HybridFOZO` — one Adam/SGD state fed alternately by first-order gradients and
-  zeroth-order estimates.  The paper's schedule is not confirmed (see README): ``"alternate"``
+* :class:`HybridFOZO` — alternating first-order and zeroth-order updates, each with its own Adam
+  (or SGD) moments (a ZO estimate's coordinates are ~d times larger than a gradient's, so sharing
+  Adam's second moment would freeze the FO steps).  The paper's schedule is not confirmed (see README): ``"alternate"``
   (``period`` FO steps, then ``period`` ZO steps; default, a reconstruction), ``"prob"`` (ZO with
   probability ``p_zo``) and ``"split_loss"`` (FO gradient of ``closure`` + ZO estimate of
   ``closure_zo`` at every step).
@@ -236,24 +237,28 @@ def _check_zo(mu, num_queries, estimator, direction):
         raise ValueError(f"direction must be one of {_DIR}, got {direction!r}")
 
 
-def _apply_update(opt: Optimizer, group: dict, p: torch.Tensor, g: torch.Tensor) -> None:
-    """SGD or Adam update of ``p`` with gradient (estimate) ``g``; state is created here (lazily)."""
-    lr, wd = group["lr"], group["weight_decay"]
+def _apply_update(opt: Optimizer, group: dict, p: torch.Tensor, g: torch.Tensor, prefix: str = "",
+                  lr_scale: float = 1.0) -> None:
+    """SGD or Adam update of ``p`` with gradient (estimate) ``g``; state is created here (lazily).
+
+    ``prefix`` selects a separate set of moment buffers (the hybrid keeps FO and ZO moments apart).
+    """
+    lr, wd = group["lr"] * lr_scale, group["weight_decay"]
     state = opt.state[p]
-    if len(state) == 0:
-        state["step"] = 0
+    if prefix + "step" not in state:
+        state[prefix + "step"] = 0
         if group["base"] == "adam":
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-    state["step"] += 1
+            state[prefix + "exp_avg"] = torch.zeros_like(p)
+            state[prefix + "exp_avg_sq"] = torch.zeros_like(p)
+    state[prefix + "step"] += 1
     if wd:
         p.mul_(1 - lr * wd)
     if group["base"] == "sgd":
         p.add_(g, alpha=-lr)
         return
     b1, b2 = group["betas"]
-    t = state["step"]
-    m, v = state["exp_avg"], state["exp_avg_sq"]
+    t = state[prefix + "step"]
+    m, v = state[prefix + "exp_avg"], state[prefix + "exp_avg_sq"]
     m.mul_(b1).add_(g, alpha=1 - b1)
     v.mul_(b2).addcmul_(g, g, value=1 - b2)
     denom = (v / (1 - b2**t)).sqrt_().add_(group["eps"])
@@ -301,15 +306,15 @@ class ZOOptimizer(_ZOMixin, Optimizer):
 
 
 class HybridFOZO(_ZOMixin, Optimizer):
-    """Hybrid first-/zeroth-order optimizer: one Adam (or SGD) state, fed by FO gradients and ZO estimates.
+    """Hybrid first-/zeroth-order optimizer: FO steps and ZO steps, each with its own Adam (or SGD) moments.
 
     ``step(closure, closure_zo=None)``: on a first-order step ``closure`` is called (it must call
     ``backward``) and the gradients in ``p.grad`` are used; on a zeroth-order step the loss closure
     ``closure_zo`` (default: ``closure``) is evaluated at seeded perturbations.  A closure is always
     required, so every step works whichever kind the schedule picks.  With
     ``schedule="split_loss"`` every step adds the ZO estimate of ``closure_zo`` to the FO gradient of
-    ``closure`` (e.g. forget term by ZO, retain term by FO).  The kind of the last step is in
-    ``self.last_step_kind``.
+    ``closure`` (e.g. forget term by ZO, retain term by FO): both updates are applied.  ZO steps use
+    ``lr * zo_lr_scale``.  The kind of the last step is in ``self.last_step_kind``.
     """
 
     def __init__(self, params, lr: float = 1e-4, mu: float = 1e-3, num_queries: int = 1, estimator: str = "central",
@@ -360,27 +365,20 @@ class HybridFOZO(_ZOMixin, Optimizer):
         if split and closure_zo is None:
             raise RuntimeError("schedule='split_loss' needs both closure (FO part) and closure_zo (ZO part)")
         loss = None
-        grads: Dict[torch.Tensor, torch.Tensor] = {}
         if not zo or split:
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            for _, p in self._variables():
-                if p.grad is not None:
-                    grads[p] = p.grad.clone() if split else p.grad
+            with torch.enable_grad():
+                loss = closure()
+            grads = {p: p.grad.clone() for _, p in self._variables() if p.grad is not None}
+            for gi, p in self._variables():
+                if p in grads:
+                    _apply_update(self, self.param_groups[gi], p, grads[p], prefix="")
         if zo:
             est: Dict[torch.Tensor, torch.Tensor] = {}
             lz = self._zo_estimate(zo_closure, t, est)
-            scale = g0["zo_lr_scale"]
-            for p, e in est.items():
-                if scale != 1.0:
-                    e.mul_(scale)
-                grads[p] = grads[p] + e if p in grads else e
+            for gi, p in self._variables():
+                _apply_update(self, self.param_groups[gi], p, est[p], prefix="zo_", lr_scale=g0["zo_lr_scale"])
             if loss is None:
                 loss = torch.tensor(lz)
-        for gi, p in self._variables():
-            if p in grads:
-                _apply_update(self, self.param_groups[gi], p, grads[p])
         self.state["hybrid"] = {"step": t + 1}
         self.last_step_kind = "split" if split else ("zo" if zo else "fo")
         return loss
