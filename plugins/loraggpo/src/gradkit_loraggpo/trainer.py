@@ -46,7 +46,9 @@ class LoRAFineTuner:
         self.model, self.method, self.epochs, self.loss_fn = model, method, int(epochs), loss_fn
         if sigma is None:
             sigma = 0.05 if method == "flat" else 0.03
-        self.generator = torch.Generator().manual_seed(seed)
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        self.generator = torch.Generator(device=device).manual_seed(seed)  # the perturbation draws
         if method == "full":
             for p in model.parameters():
                 p.requires_grad_(True)
