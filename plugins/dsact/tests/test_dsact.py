@@ -293,3 +293,15 @@ def test_dsact_learns_pendulum_above_minus_250():
     agent = DSACT("Pendulum-v1", seed=0, **PENDULUM_HP).learn(5000)
     mean, _ = agent.evaluate(5)
     assert mean > -250, mean
+
+
+def test_multidimensional_mujoco_action_space(tmp_path):
+    pytest.importorskip("mujoco")
+    agent = DSACT("HalfCheetah-v5", seed=0, **{**TINY, "warmup": 20}).learn(30)
+    obs = np.stack([agent.env.observation_space.sample() * 0.1 for _ in range(4)]).astype(np.float32)
+    acts = agent.predict(obs)
+    assert acts.shape == (4, 6) and np.all(np.abs(acts) <= 1.0)
+    mean, std = agent.q_distribution(obs, acts)
+    assert mean.shape == (2, 4) and np.all(std > 0)
+    agent.save(tmp_path / "hc.pt")
+    np.testing.assert_array_equal(DSACT.load(tmp_path / "hc.pt").predict(obs), acts)
