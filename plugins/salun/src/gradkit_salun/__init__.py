@@ -23,6 +23,10 @@ def gradkit_register_unlearners(register):
     register("salun-soft", f"{_U}:SalUnSoft", paper=PAPER, tags=["classification", "saliency", "proximal"],
              summary="SalUn-soft: random-label unlearning with proximal soft-thresholding of the weight change",
              defaults={"ratio": 0.5})
+    register("salun-diffusion", "gradkit_salun.diffusion:SalUnDiffusion", paper=PAPER,
+             tags=["generation", "diffusion", "saliency"],
+             summary="SalUn for class-conditional DDPMs: map the forgotten class to another, saliency-masked",
+             defaults={"ratio": 0.5})
     register("retrain", f"{_U}:Retrain", paper=PAPER, tags=["classification", "baseline", "exact"],
              summary="Retrain from scratch on the retain set (the gold-standard unlearning baseline)")
     register("fine-tune", f"{_U}:FineTune", paper=PAPER, tags=["classification", "baseline"],
@@ -57,6 +61,8 @@ def gradkit_register_metrics(register):
 def gradkit_register_reproductions(register):
     register("salun", "gradkit_salun.reproduce:run", paper=PAPER,
              summary="SalUn vs Retrain/FT/GA/RL/l1-sparse on digits: random 10% and class-wise forgetting, seeds")
+    register("salun-diffusion", "gradkit_salun.reproduce_diffusion:run", paper=PAPER,
+             summary="SalUn vs RL vs GA forgetting digit 0 in a tiny class-conditional DDPM (UA, retain accuracy, MMD)")
 
 
 @hookimpl

@@ -1,0 +1,71 @@
+"""SalUn for class-conditional diffusion: the forget loss, the mask, masked weights, bad input."""
+
+import pytest
+import torch
+
+from gradkit_salun.diffusion import SalUnDiffusion, Schedule, TinyCondEps, eps_loss, salun_forget_loss
+
+
+def _data(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 64, generator=g) * 2 - 1
+    c = torch.randint(0, 10, (n,), generator=g)
+    return x, c
+
+
+def test_forget_loss_targets_the_next_class_with_stopgrad():
+    torch.manual_seed(0)
+    model, sched = TinyCondEps(hidden=32, emb=16), Schedule(20)
+    x, _ = _data()
+    cf = torch.zeros(len(x), dtype=torch.long)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    loss = salun_forget_loss(model, sched, x, cf, g1, 10)
+    t = torch.randint(0, sched.T, (len(x),), generator=g2)
+    noise = torch.randn(x.shape, generator=g2)
+    xt = sched.q_sample(x, t, noise)
+    by_hand = ((model(xt, t, cf) - model(xt, t, torch.ones_like(cf))) ** 2).mean()
+    torch.testing.assert_close(loss, by_hand)
+    loss.backward()
+    emb_grad = model.cls.weight.grad
+    assert emb_grad[0].abs().sum() > 0, "the forgotten class embedding receives gradient"
+    assert emb_grad[1].abs().sum() == 0, "the target class c' = c_f + 1 is behind a stop-gradient"
+
+
+def test_masked_weights_unchanged_and_mask_is_global_top_ratio():
+    torch.manual_seed(0)
+    model, sched = TinyCondEps(hidden=32, emb=16), Schedule(20)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x, c = _data()
+    forget = [(x[:8], torch.zeros(8, dtype=torch.long))]
+    retain = [(x[8:], c[8:])]
+    un = SalUnDiffusion(model, schedule=sched, ratio=0.3, lr=1e-2)
+    un.unlearn(forget, retain, iterations=5)
+    n_total = sum(p.numel() for p in model.parameters())
+    n_ones = int(sum(m.sum() for m in un.mask.values()))
+    assert n_ones == int(0.3 * n_total)
+    moved = 0
+    for n, p in model.named_parameters():
+        m = un.mask[n].bool()
+        assert torch.equal(p.detach()[~m], before[n][~m]), f"masked-out weights of {n} moved"
+        moved += int((p.detach()[m] != before[n][m]).sum())
+    assert moved > 0
+
+
+def test_ga_objective_raises_forget_eps_loss():
+    torch.manual_seed(0)
+    model, sched = TinyCondEps(hidden=32, emb=16), Schedule(20)
+    x, _ = _data()
+    cf = torch.zeros(len(x), dtype=torch.long)
+    loss0 = float(eps_loss(model, sched, x, cf, torch.Generator().manual_seed(1)))
+    SalUnDiffusion(model, schedule=sched, ratio=1.0, objective="ga", lr=1e-2).unlearn([(x, cf)], [(x, cf)], iterations=20)
+    assert float(eps_loss(model, sched, x, cf, torch.Generator().manual_seed(1))) > loss0
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="num_classes"):
+        SalUnDiffusion(torch.nn.Linear(2, 2))
+    model = TinyCondEps(hidden=8, emb=8)
+    with pytest.raises(ValueError, match="objective"):
+        SalUnDiffusion(model, objective="npo")
+    with pytest.raises(ValueError, match="forget"):
+        SalUnDiffusion(model).unlearn([], [(torch.zeros(2, 64), torch.zeros(2, dtype=torch.long))])
