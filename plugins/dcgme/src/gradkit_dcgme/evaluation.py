@@ -1,0 +1,118 @@
+"""Batched policy evaluation on gymnasium vector envs.
+
+B genomes are rolled out together in one ``VectorEnv`` of B sub-envs (the numpy
+``PointOmniVectorEnv`` for ``gradkit/PointOmni-v0``, ``gymnasium.vector.SyncVectorEnv`` for
+the MuJoCo tasks); actions of all B policies come from one batched forward pass.  An episode's
+fitness is its return over the valid (pre-termination) steps; its descriptor is the env's
+``final_descriptor``.  Transitions of the valid steps are returned for the replay buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .networks import PolicyShape, policy_forward
+
+
+def resolve_env_id(env) -> Tuple[str, dict]:
+    """``(id, kwargs)`` of an env id or a ``gymnasium.make``-made env; clear error if unknown."""
+    import gymnasium
+
+    import gradkit_locomotion  # noqa: F401  (registers the gradkit/ ids)
+
+    if isinstance(env, str):
+        env_id, kwargs = env, {}
+    elif getattr(env, "spec", None) is not None:
+        env_id, kwargs = env.spec.id, dict(env.spec.kwargs)
+    else:
+        raise TypeError(
+            f"env must be a gymnasium id (e.g. 'gradkit/PointOmni-v0') or an env made by gymnasium.make, "
+            f"got {type(env).__name__}"
+        )
+    if env_id not in gymnasium.registry:
+        qd = sorted(i for i in gymnasium.registry if i.startswith("gradkit/"))
+        raise ValueError(f"unknown env id {env_id!r}; the quality-diversity tasks are: {', '.join(qd)}")
+    return env_id, kwargs
+
+
+class Evaluator:
+    """Rolls out batches of genomes in cached vector envs of ``env_id``."""
+
+    def __init__(self, env_id: str, env_kwargs: Optional[dict] = None):
+        import gymnasium
+
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+        probe = gymnasium.make(env_id, **self.env_kwargs)
+        task = probe.unwrapped
+        if not hasattr(task, "descriptor_bounds"):
+            raise ValueError(f"env {env_id!r} exposes no descriptor_bounds: it is not a quality-diversity task")
+        if not isinstance(probe.action_space, gymnasium.spaces.Box):
+            raise TypeError(f"env {env_id!r} needs a Box action space, got {probe.action_space}")
+        self.obs_dim = int(np.prod(probe.observation_space.shape))
+        self.act_dim = int(np.prod(probe.action_space.shape))
+        self.act_low = probe.action_space.low.astype(np.float64)
+        self.act_high = probe.action_space.high.astype(np.float64)
+        self.desc_low, self.desc_high = (np.asarray(b, dtype=np.float64) for b in task.descriptor_bounds)
+        self.episode_length = int(task.episode_length)
+        probe.close()
+        self._envs: Dict[int, object] = {}
+
+    def _venv(self, n: int):
+        import gymnasium
+
+        if n not in self._envs:
+            spec = gymnasium.spec(self.env_id)
+            mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
+            self._envs[n] = gymnasium.make_vec(self.env_id, num_envs=n, vectorization_mode=mode, **self.env_kwargs)
+        return self._envs[n]
+
+    def close(self) -> None:
+        for v in self._envs.values():
+            v.close()
+        self._envs.clear()
+
+    @torch.no_grad()
+    def rollout(self, genomes: torch.Tensor, shape: PolicyShape, seed: int) -> Dict[str, np.ndarray]:
+        """Evaluate B genomes (one episode each).
+
+        Returns ``fitness`` (B,), ``descriptor`` (B, d), ``length`` (B,) and the valid transitions
+        ``obs``, ``action``, ``reward``, ``next_obs``, ``terminated`` (stacked over steps), with
+        ``episode`` (index of the genome each transition belongs to).
+        """
+        B = genomes.shape[0]
+        venv = self._venv(B)
+        obs, _ = venv.reset(seed=int(seed))
+        alive = np.ones(B, dtype=bool)
+        ret = np.zeros(B)
+        length = np.zeros(B, dtype=np.int64)
+        desc = np.full((B, self.desc_low.shape[0]), np.nan)
+        tr = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "episode")}
+        g = genomes.float()
+        for _ in range(self.episode_length):
+            act = policy_forward(g, torch.as_tensor(obs, dtype=torch.float32), shape).double().numpy()
+            act = np.clip(act, self.act_low, self.act_high)
+            next_obs, rew, term, trunc, info = venv.step(act)
+            if not np.all(np.isfinite(next_obs)):
+                raise FloatingPointError(f"{self.env_id} returned a non-finite observation")
+            idx = np.flatnonzero(alive)
+            tr["obs"].append(obs[idx])
+            tr["action"].append(act[idx])
+            tr["reward"].append(rew[idx])
+            tr["next_obs"].append(next_obs[idx])
+            tr["terminated"].append(term[idx])
+            tr["episode"].append(idx)
+            ret[alive] += rew[alive]
+            length[alive] += 1
+            done = (term | trunc) & alive
+            if done.any():
+                desc[done] = info["final_descriptor"][done]
+            alive &= ~done
+            obs = next_obs
+            if not alive.any():
+                break
+        out = {k: np.concatenate(v) for k, v in tr.items()}
+        out.update(fitness=ret, descriptor=desc, length=length)
+        return out
