@@ -189,6 +189,9 @@ def test_bad_inputs_raise_clear_errors():
     p[PARAM_NAMES.index("Kb")] = -5.0
     with pytest.raises(ValueError, match="Kb must be >= 0"):
         sim.step(s, params=p)
+    p[PARAM_NAMES.index("Kb")] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        sim.step(s, params=p)
     with pytest.raises(ValueError, match="pad size"):
         Pad("sphere", (0, 0, 0), -1.0)
 
