@@ -4,6 +4,8 @@ import torch
 from gradkit_support.data import digits, loader
 from gradkit_support.models import MLP
 
+torch.set_num_threads(1)  # the test machine is small and shared
+
 
 @pytest.fixture(scope="session")
 def digit_data():
