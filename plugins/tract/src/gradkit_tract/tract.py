@@ -44,11 +44,12 @@ def _spd_solve(M: torch.Tensor, R: torch.Tensor, inv: str) -> torch.Tensor:
 
 
 def tract_weight_grad(x: torch.Tensor, grad_z: torch.Tensor, lam: float = 0.1, branch: str = "auto",
-                      inv: str = "inverse") -> torch.Tensor:
+                      inv: str = "inverse", plain_grad: Optional[torch.Tensor] = None) -> torch.Tensor:
     """TrAct's weight gradient ``(out, n)`` from inputs ``x (b, n)`` and activation gradients ``grad_z (b, out)``.
 
     ``branch='auto'`` uses the Woodbury form when ``b < n`` (a ``b×b`` system) and the direct form otherwise
-    (an ``n×n`` system), as the paper does.
+    (an ``n×n`` system), as the paper does.  ``plain_grad`` may pass the already computed ``grad_zᵀ x``
+    (``(out, n)``; e.g. from ``conv2d_weight``) for the direct branch.
     """
     _check(lam, branch, inv)
     if x.dim() != 2 or grad_z.dim() != 2 or x.shape[0] != grad_z.shape[0]:
@@ -61,7 +62,8 @@ def tract_weight_grad(x: torch.Tensor, grad_z: torch.Tensor, lam: float = 0.1, b
         M = x.T @ x / b
         M.diagonal().add_(lam)
         # Gᵀ X M⁻¹ = (M⁻¹ (Gᵀ X)ᵀ)ᵀ since M is symmetric
-        return _spd_solve(M, (grad_z.T @ x).T, inv).T
+        gtx = grad_z.T @ x if plain_grad is None else plain_grad
+        return _spd_solve(M, gtx.T, inv).T
     K = x @ x.T / b  # (b, b)
     A = K / lam
     A.diagonal().add_(1.0)
@@ -105,8 +107,17 @@ class _TrActConv2dFn(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             cols = F.unfold(x, weight.shape[2:], padding=padding, stride=stride)  # (B, n, L)
             X = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B·L, n)
-            G = gz.flatten(2).transpose(1, 2).reshape(-1, gz.shape[1])  # (B·L, C_out)
-            gw = tract_weight_grad(X, G, *ctx.cfg).reshape(weight.shape)
+            lam, branch, inv = ctx.cfg
+            b, n = X.shape
+            if branch == "direct" or (branch == "auto" and b >= n):
+                # Gᵀ X is the plain weight gradient: let the conv kernel compute it
+                plain = torch.nn.grad.conv2d_weight(x, weight.shape, gz, stride=stride, padding=padding)
+                gw = tract_weight_grad(X, gz.new_empty(b, 0), lam, "direct", inv,
+                                       plain_grad=plain.reshape(weight.shape[0], -1))
+            else:
+                G = gz.flatten(2).transpose(1, 2).reshape(-1, gz.shape[1])  # (B·L, C_out)
+                gw = tract_weight_grad(X, G, lam, "woodbury", inv)
+            gw = gw.reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = gz.sum((0, 2, 3))
         return gx, gw, gb, None, None, None, None, None
