@@ -8,7 +8,7 @@ import gradkit_core as gk
 from gradkit_core.testing.unlearners import UnlearnerConformance
 
 from gradkit_zounlearn.attacks import quantization_recovery, quantize_rtn_, relearn_attack, rtn_quantize
-from gradkit_zounlearn.facts import fact_corpus, knowmem
+from gradkit_zounlearn.facts import answer_mask, fact_corpus, knowmem
 from gradkit_zounlearn.objectives import (
     LMUnlearner,
     graddiff_loss,
@@ -140,10 +140,13 @@ def test_relearn_attack_fine_tunes_a_copy(bigram):
 def test_fact_corpus_and_knowmem(bigram):
     d = fact_corpus(5, 32, seed=0)
     assert d["input_ids"].shape == (15, 32) and int(d["value_mask"].sum()) == 15
-    for ids, vm in zip(d["input_ids"], d["value_mask"]):
+    am = answer_mask(d)
+    for ids, vm, a in zip(d["input_ids"], d["value_mask"], am):
         s = bytes(ids.tolist()).decode()
         pos = int(vm.nonzero())
         assert s[pos - 1] == " " and s[pos].isalpha() and s.rstrip("\n").endswith(".")
+        # the answer runs from the value to the sentence end (plus the first newline that ends it)
+        assert bytes(ids[a].tolist()).decode() == s[pos:].rstrip("\n") + "\n"
     # a model that always predicts the true value byte scores 1, one that never does scores 0
     class Oracle(torch.nn.Module):
         def forward(self, ids):

@@ -72,6 +72,13 @@ def fact_corpus(n_entities: int, length: int = 32, seed: int = 0) -> Dict[str, t
             "entity": torch.tensor(ent), "attribute": torch.tensor(att)}
 
 
+def answer_mask(data: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Loss mask of the answer: from the attribute value's first byte to the end of the sentence."""
+    pos = data["value_mask"].float().argmax(1)
+    ar = torch.arange(data["value_mask"].shape[1])[None]
+    return (ar >= pos[:, None]) & data["loss_mask"]
+
+
 def subset(data: Dict[str, torch.Tensor], index: torch.Tensor) -> Dict[str, torch.Tensor]:
     return {k: v[index] for k, v in data.items()}
 
