@@ -16,6 +16,7 @@ Run: ``from gradkit_salun.reproduce_diffusion import run; print(run().report())`
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Optional
 
@@ -34,7 +35,8 @@ def _mmd(a: torch.Tensor, b: torch.Tensor) -> float:
     sigma2 = d[d > 0].median()
     k = torch.exp(-d / sigma2)
     n = len(a)
-    return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+    val = float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+    return val if math.isfinite(val) else float("inf")
 
 
 def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, seed: int = 0,
