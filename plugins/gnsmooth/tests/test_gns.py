@@ -326,3 +326,18 @@ def test_bohning_bounds_majorize_the_exact_hessians():
         x = torch.randn(3, generator=g, dtype=D)
         assert torch.linalg.eigvalsh(logi.bohning_hess(x) - logi.hess(x)).min() >= -1e-12
     torch.testing.assert_close(logi.bohning_hess(x), logi.A.T @ logi.A / 44)
+
+
+def test_nonfinite_gradient_error_names_the_parameter():
+    a, b = nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(3))
+    opt = GradNormSmooth([{"params": [a]}, {"params": [b]}], hessian="zero")
+
+    def closure():
+        opt.zero_grad()
+        loss = a.sum() + b.sum()
+        loss.backward()
+        b.grad[1] = float("inf")  # a finite loss whose gradient is not
+        return loss
+
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[0\] of shape \(3,\)"):
+        opt.step(closure)

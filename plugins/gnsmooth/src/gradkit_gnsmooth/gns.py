@@ -318,16 +318,17 @@ class GradNormSmooth(torch.optim.Optimizer):
                               for r, p in zip(row, params)])
         return 0.5 * (H + H.T)
 
-    @staticmethod
-    def _check_finite(f: float, gflat: torch.Tensor, active) -> None:
+    def _check_finite(self, f: float, gflat: torch.Tensor, active) -> None:
         if not math.isfinite(f):
-            raise ValueError(f"GradNormSmooth: the loss is not finite ({f})")
+            raise ValueError(f"GradNormSmooth: the loss is not finite ({f}); expected a finite scalar loss")
         if not torch.isfinite(gflat).all():
             i = int((~torch.isfinite(gflat)).nonzero()[0])
+            index = {id(p): (gi, pi) for gi, g in enumerate(self.param_groups) for pi, p in enumerate(g["params"])}
             for _, p in active:
                 if i < p.numel():
-                    raise ValueError(f"GradNormSmooth: non-finite gradient (NaN/inf) in a parameter of shape "
-                                     f"{tuple(p.shape)}")
+                    gi, pi = index[id(p)]
+                    raise ValueError(f"GradNormSmooth: non-finite gradient (NaN/inf) in param_groups[{gi}]"
+                                     f"['params'][{pi}] of shape {tuple(p.shape)}; expected finite gradients")
                 i -= p.numel()
 
     # -- the step -----------------------------------------------------------
