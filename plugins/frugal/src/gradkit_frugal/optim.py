@@ -82,16 +82,19 @@ def _adam_direction(st: Dict[str, Any], g: torch.Tensor, beta1: float, beta2: fl
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
     bc1 = 1 - beta1 ** t
     bc2_sqrt = math.sqrt(1 - beta2 ** t)
-    denom = (v.sqrt() / bc2_sqrt).add_(eps)
-    return (m / bc1).div_(denom)
+    denom = v.sqrt().div_(bc2_sqrt).add_(eps)
+    return denom.reciprocal_().mul_(m).div_(bc1)
 
 
-def _free_direction(g_free: torch.Tensor, rule: str) -> Optional[torch.Tensor]:
+def _free_direction(g_free: torch.Tensor, rule: str, scale: float = 1.0, fresh: bool = False) -> Optional[torch.Tensor]:
+    """``scale · U_free`` (a new tensor unless ``fresh`` says ``g_free`` may be overwritten); ``None`` for 'none'."""
     if rule == "sign_sgd":
-        return torch.sign(g_free)
-    if rule == "sgd":
-        return g_free
-    return None
+        out = torch.sign(g_free, out=g_free) if fresh else torch.sign(g_free)
+    elif rule == "sgd":
+        out = g_free if fresh else g_free.clone()
+    else:
+        return None
+    return out.mul_(scale) if scale != 1.0 else out
 
 
 class FRUGAL(Optimizer):
@@ -129,6 +132,7 @@ class FRUGAL(Optimizer):
         self._seed = int(seed)
         self.check_finite = bool(check_finite)
         self._gx: List[Dict[str, Any]] = []
+        self._idx_cache: Dict[torch.Tensor, Any] = {}
         super().__init__(params, defaults)
 
     # ------------------------------------------------------------------ groups / bookkeeping
@@ -199,6 +203,9 @@ class FRUGAL(Optimizer):
             for v in st.values():
                 if isinstance(v, torch.Tensor):
                     total += v.numel() * v.element_size()
+            hit = self._idx_cache.get(p)
+            if hit is not None:  # randk's cached coordinates
+                total += hit[1].numel() * hit[1].element_size()
         return total
 
     # ------------------------------------------------------------------ step
@@ -211,7 +218,9 @@ class FRUGAL(Optimizer):
             raise TypeError(f"FRUGAL does not support complex gradients ({self._pname(gi, i)})")
         if g.shape != p.shape:
             raise ValueError(f"gradient of {self._pname(gi, i)} has shape {tuple(g.shape)}, expected {tuple(p.shape)}")
-        if self.check_finite and not torch.isfinite(g).all():
+        # the sum is finite iff every entry is (short of a float overflow, re-checked entry-wise): one pass, no
+        # gradient-sized temporary
+        if self.check_finite and not torch.isfinite(g.sum()) and not torch.isfinite(g).all():
             raise ValueError(f"non-finite gradient (nan/inf) in {self._pname(gi, i)}; expected finite values "
                              "(check the loss scale or clip/skip this step)")
 
@@ -293,11 +302,22 @@ class FRUGAL(Optimizer):
         st["exp_avg"] = torch.zeros(shape, dtype=like.dtype, device=like.device)
         st["exp_avg_sq"] = torch.zeros(shape, dtype=like.dtype, device=like.device)
 
+    def _randk_cached(self, p: torch.Tensor, st: Dict[str, Any]) -> torch.Tensor:
+        """The coordinates of ``p``'s current randk subspace, regenerated from the seed in its state and kept in
+        a transient cache (not state: it is rebuilt after ``load_state_dict``; counted by :meth:`state_bytes`)."""
+        hit = self._idx_cache.get(p)
+        if hit is None or hit[0] != st["seed"]:
+            idx = self._randk_indices(p.numel(), st["exp_avg"].numel(), st["seed"], p.device)
+            hit = (st["seed"], idx)
+            self._idx_cache[p] = hit
+        return hit[1]
+
     @staticmethod
     def _randk_indices(numel: int, k: int, seed: int, device) -> torch.Tensor:
         g = torch.Generator()
         g.manual_seed(seed)
-        return torch.randperm(numel, generator=g)[:k].to(device)
+        idx = torch.randperm(numel, generator=g)[:k]
+        return (idx.int() if numel < 2**31 else idx).to(device)
 
     def _refresh_subspace(self, group, gx, p: torch.Tensor, st: Dict[str, Any], first: bool) -> None:
         """Choose a new projector for ``p`` and reset or carry over its moments."""
@@ -349,7 +369,7 @@ class FRUGAL(Optimizer):
             else:
                 for key in ("exp_avg", "exp_avg_sq", "step"):
                     st.pop(key, None)
-            st["seed"] = seed  # indices are regenerated from the seed: no index tensor is stored
+            st["seed"] = seed  # the state keeps only the seed; the indices are regenerated (and cached) from it
         elif kind == "svd":
             right = group["proj_side"] == "right"
             d = p.shape[1] if right else p.shape[0]
@@ -383,8 +403,7 @@ class FRUGAL(Optimizer):
                     self._new_moments(st, p, p.shape)
                 upd = _adam_direction(st, G, beta1, beta2, eps).mul_(ps)
             else:
-                free = _free_direction(G, rule)
-                upd = None if free is None else free * fs
+                upd = _free_direction(G, rule, fs)
         else:
             marker = {"column": "cols", "randk": "seed", "svd": "rank"}[kind]
             if refresh or marker not in st:
@@ -392,23 +411,21 @@ class FRUGAL(Optimizer):
             if kind == "column":
                 dim = 1 if group["proj_side"] == "right" else 0
                 cols = st["cols"]
-                free = _free_direction(G, rule)
-                upd = torch.zeros_like(G) if free is None else free * fs
+                free = _free_direction(G, rule, fs)
+                upd = torch.zeros_like(G) if free is None else free
                 if len(cols):
                     u = _adam_direction(st, G.index_select(dim, cols), beta1, beta2, eps)
                     upd.index_copy_(dim, cols, u.mul_(ps))
             elif kind == "randk":
-                free = _free_direction(G, rule)
-                upd = torch.zeros_like(G) if free is None else free * fs
+                free = _free_direction(G, rule, fs)
+                upd = torch.zeros_like(G) if free is None else free
                 if "exp_avg" in st:
-                    k = st["exp_avg"].numel()
-                    idx = self._randk_indices(G.numel(), k, st["seed"], G.device)
+                    idx = self._randk_cached(p, st)
                     u = _adam_direction(st, G.reshape(-1)[idx], beta1, beta2, eps)
                     upd.view(-1)[idx] = u.mul_(ps)
             else:  # svd
                 if st["rank"] == 0:
-                    free = _free_direction(G, rule)
-                    upd = None if free is None else free * fs
+                    upd = _free_direction(G, rule, fs)
                 else:
                     Q = st["Q"]
                     right = group["proj_side"] == "right"
@@ -416,9 +433,9 @@ class FRUGAL(Optimizer):
                     back = low @ Q.T if right else Q @ low
                     u = _adam_direction(st, low, beta1, beta2, eps)
                     upd = (u @ Q.T if right else Q @ u).mul_(ps)
-                    free = _free_direction(G - back, rule)
+                    free = _free_direction(G - back, rule, fs, fresh=True)
                     if free is not None:
-                        upd.add_(free, alpha=fs)
+                        upd.add_(free)
         if group["weight_decay"]:
             p.mul_(1 - lr * group["weight_decay"])
         if upd is not None:
