@@ -45,7 +45,7 @@ class TestBadamStyleConformance(OptimizerConformance):
 
 
 class TestSignSGDConformance(OptimizerConformance):
-    name = "signsgd"
+    name = "frugal-signsgd"
     kwargs = {"lr": 1e-3, "weight_decay": 0.1}
     stateless = True
 
@@ -332,7 +332,7 @@ def test_registered_baselines_are_configured_frugal():
     assert (g.defaults["proj_type"], g.defaults["state_free"]) == ("svd", "none")
     assert (b.defaults["proj_type"], b.defaults["state_free"]) == ("block", "none")
     assert (f.defaults["density"], f.defaults["update_gap"], f.defaults["state_free"]) == (0.25, 200, "sign_sgd")
-    assert isinstance(gk.create("signsgd", [W]), SignSGD)
+    assert isinstance(gk.create("frugal-signsgd", [W]), SignSGD)
     assert gk.info("frugal").paper.arxiv == "2411.07837"
     with pytest.raises(TypeError, match="fixes proj_type"):
         badam_style([W], proj_type="svd")

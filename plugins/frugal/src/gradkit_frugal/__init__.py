@@ -40,7 +40,7 @@ def gradkit_register_optimizers(register):
         defaults={"lr": 1e-3, "density": 0.25, "update_gap": 200},
     )
     register(
-        "signsgd",
+        "frugal-signsgd",
         "gradkit_frugal.optim:SignSGD",
         summary="Plain signSGD (no state) with decoupled weight decay: FRUGAL's state-free rule on every parameter",
         paper=PAPER,

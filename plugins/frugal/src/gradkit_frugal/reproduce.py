@@ -109,7 +109,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
         names = ["adamw", "frugal-0.25", "frugal-0.25-column", "frugal-0", "galore-style-0.25", "badam-style-0.25",
                  "signsgd"]
     else:
-        cfg = dict(d=128, layers=4, block=64, batch=16, steps=400, warmup=30, gap=40, eval_every=100, eval_batches=8,
+        cfg = dict(d=64, layers=3, block=64, batch=16, steps=400, warmup=30, gap=40, eval_every=100, eval_batches=8,
                    corpus=1_000_000)
         names = ["adamw", "frugal-0.25", "frugal-0.25-column", "frugal-0", "galore-style-0.25", "badam-style-0.25",
                  "signsgd"]
