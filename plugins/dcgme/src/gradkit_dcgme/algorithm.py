@@ -380,9 +380,9 @@ class QDAgent:
 
     def policy_genome(self, descriptor=None) -> torch.Tensor:
         """The plain policy for ``descriptor`` (distilled actor for DCG-ME, else the nearest elite)."""
+        if not self._initialised:  # every run starts with this, so doing it now changes no result
+            self._initialise()
         a = self.archive
-        if not a.filled.any():
-            raise ValueError("the archive is empty: run learn() first")
         if descriptor is None:
             if self.conditioned:
                 descriptor = a.descriptors[int(np.argmax(a.fitness))]

@@ -48,10 +48,14 @@ class Evaluator:
         self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
         probe = gymnasium.make(env_id, **self.env_kwargs)
         task = probe.unwrapped
-        if not hasattr(task, "descriptor_bounds"):
-            raise ValueError(f"env {env_id!r} exposes no descriptor_bounds: it is not a quality-diversity task")
         if not isinstance(probe.action_space, gymnasium.spaces.Box):
-            raise TypeError(f"env {env_id!r} needs a Box action space, got {probe.action_space}")
+            probe.close()
+            raise TypeError(f"quality-diversity agents need a continuous (Box) action space; env {env_id!r} has "
+                            f"action space {probe.action_space}")
+        if not hasattr(task, "descriptor_bounds"):
+            probe.close()
+            raise ValueError(f"env {env_id!r} exposes no descriptor_bounds: it is not a quality-diversity task "
+                             f"(see gradkit/PointOmni-v0, gradkit/AntOmni-v0, ...)")
         self.obs_dim = int(np.prod(probe.observation_space.shape))
         self.act_dim = int(np.prod(probe.action_space.shape))
         self.act_low = probe.action_space.low.astype(np.float64)

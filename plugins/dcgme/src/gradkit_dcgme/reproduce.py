@@ -23,7 +23,7 @@ POINT = dict(n_cells=64, n_init_cvt_samples=5000, init_batch=32, ga_batch=16, pg
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": dict(env="gradkit/PointOmni-v0", env_kwargs={}, iterations=40, seeds=[0], dc_every=5,
                   hp=dict(POINT, critic_steps=100)),
-    "default": dict(env="gradkit/PointOmni-v0", env_kwargs={}, iterations=60, seeds=[0, 1, 2], dc_every=10,
+    "default": dict(env="gradkit/PointOmni-v0", env_kwargs={}, iterations=60, seeds=[0, 1], dc_every=10,
                     hp=dict(POINT, critic_steps=200)),
     "full": dict(env="gradkit/AntOmni-v0", env_kwargs=dict(episode_length=100, desc_bound=5.0), iterations=100,
                  seeds=[0, 1, 2], dc_every=25,
