@@ -1,6 +1,5 @@
 """Baseline CAMs against captum and closed forms; gradient-noise injection."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn

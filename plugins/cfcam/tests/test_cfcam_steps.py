@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from scipy.ndimage import gaussian_filter, uniform_filter
 from sklearn.cluster import DBSCAN
 

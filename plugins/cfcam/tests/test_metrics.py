@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 import gradkit_core as gk
 from gradkit_cfcam.metrics import (

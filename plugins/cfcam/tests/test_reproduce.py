@@ -8,7 +8,7 @@ def test_quick_reproduction_runs_every_method_and_metric(tmp_path):
     from gradkit_cfcam.reproduce import METHODS, SIGMAS, run
 
     res = run(quick=True, progress=False, out=str(tmp_path))
-    assert (tmp_path / "cfcam.json").exists()
+    assert [p.name for p in res.save(tmp_path)] == ["cfcam.json", "cfcam.png"]
     datasets = {r["dataset"] for r in res.rows}
     assert datasets == {"lesions", "lesions/mid-layer", "digits"}
     assert len(res.rows) == 3 * len(METHODS)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
@@ -112,6 +111,4 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
         torch.set_num_threads(threads)
     res.add_note("ratio_vs_captum: median time / captum LayerGradCam's median time in the same rounds (1 CPU thread); "
                  "captum timed with interpolate + max-normalisation so that it returns the same (B, H, W) maps")
-    if out is not None:
-        res.save(Path(out))
-    return res
+    return res  # the CLI prints it and writes JSON/PNG into --out

@@ -23,8 +23,7 @@ softmax weight normalisation (``weight_norm="none"``).
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -221,6 +220,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                  "= the official code's kernel; cf-cam/no-softmax = ablation without the softmax weight normalisation")
     res.add_note("Average Drop/Increase use the official mask cam > 0.5 on the input; deletion/insertion use a zero "
                  "baseline and the softmax probability of the predicted class")
-    if out is not None:
-        res.save(Path(out))
-    return res
+    return res  # the CLI prints it and writes JSON/PNG into --out
