@@ -43,7 +43,7 @@ def gradkit_register_optimizers(register):
     register(
         "hybrid-fo-zo",
         "gradkit_zounlearn.optim:HybridFOZO",
-        summary="Hybrid FO-ZO: one Adam state fed alternately by gradients and zeroth-order estimates (schedule pluggable)",
+        summary="Hybrid FO-ZO: alternating gradient and zeroth-order updates, separate Adam moments (schedule pluggable)",
         paper=PAPER,
         tags=["zeroth-order", "hybrid", "unlearning"],
         defaults={"lr": 1e-4, "base": "adam", "schedule": "alternate", "period": 1, **_ZO},
