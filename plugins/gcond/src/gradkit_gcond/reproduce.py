@@ -7,9 +7,10 @@ is about 2x faster per step than the exact ("classical") mode at the same qualit
 
 CPU scale: generated grayscale images (shapes, strokes, texture, noise), 16x16 crops with
 50 % of the 2x2 cells masked (the same 8x8 mask grid as the paper's 4x4 cells on 32x32), a
-~47k-parameter conv autoencoder, N = 4 micro-batches of 32 per optimizer step, AdamW.
+~47k-parameter conv autoencoder with GroupNorm, N = 4 micro-batches of 32 per optimizer step, AdamW.
 Every method sees the same image pool, the same crop/mask stream and the same initial
-weights.  GCond does its own momentum, so it runs with AdamW betas (0, 0.95) as its
+weights.  ``gcond-stochastic-code`` is GCond with the official code's anti-dominance rule
+(the other task wins after a streak) instead of the documented one.  GCond does its own momentum, so it runs with AdamW betas (0, 0.95) as its
 authors recommend; the baselines use betas (0.9, 0.95).  Step times are CPU process
 times with one thread (the machine is shared).
 """
@@ -34,7 +35,7 @@ from .task import MaskedAutoencoder, PatchSampler, evaluate, generate_images, l1
 
 LAMBDAS = {"l1": 0.85, "ssim": 0.15}
 LOSSES = {"l1": l1_loss, "ssim": ssim_loss}
-METHODS = ["linear-sum", "pcgrad", "cagrad", "gradnorm", "gcond-exact", "gcond-stochastic"]
+METHODS = ["linear-sum", "pcgrad", "cagrad", "gradnorm", "gcond-exact", "gcond-stochastic", "gcond-stochastic-code"]
 
 
 def _aggregator(name: str, model, n_acc: int):
@@ -47,7 +48,8 @@ def _aggregator(name: str, model, n_acc: int):
     if name == "gradnorm":
         return GradNorm(model, LOSSES, LAMBDAS, n_acc, alpha=1.5)
     if name.startswith("gcond"):
-        return GradientConductor(model, LOSSES, LAMBDAS, n_acc, stochastic=name.endswith("stochastic"))
+        return GradientConductor(model, LOSSES, LAMBDAS, n_acc, stochastic="stochastic" in name,
+                                 dominance_rule="code" if name.endswith("-code") else "paper")
     raise ValueError(f"unknown method {name!r}; expected one of {METHODS}")
 
 
@@ -125,11 +127,15 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
                   g["val_l1"] <= lin["val_l1"] and g["val_ssim_loss"] <= lin["val_ssim_loss"],
                   f"L1 {g['val_l1']:.4f} vs {lin['val_l1']:.4f}; 1-SSIM {g['val_ssim_loss']:.4f} vs "
                   f"{lin['val_ssim_loss']:.4f}")
+    gc_code = summary["gcond-stochastic-code"]
+    res.add_note(f"dominance rule: documented ('paper', dominant task keeps winning) val L1 {g['val_l1']:.4f}, "
+                 f"1-SSIM {g['val_ssim_loss']:.4f}; official code (other task wins) val L1 {gc_code['val_l1']:.4f}, "
+                 f"1-SSIM {gc_code['val_ssim_loss']:.4f}")
     best = min((summary[m]["val_l1"], m) for m in METHODS if not m.startswith("gcond"))
     best_s = min((summary[m]["val_ssim_loss"], m) for m in METHODS if not m.startswith("gcond"))
-    gbest_l1 = min(g["val_l1"], ge["val_l1"])
-    gbest_ss = min(g["val_ssim_loss"], ge["val_ssim_loss"])
-    res.add_claim("GCond (best mode) beats every baseline (linear sum, PCGrad, CAGrad, GradNorm) on both metrics",
+    gbest_l1 = min(summary[m]["val_l1"] for m in METHODS if m.startswith("gcond"))
+    gbest_ss = min(summary[m]["val_ssim_loss"] for m in METHODS if m.startswith("gcond"))
+    res.add_claim("GCond (best variant) beats every baseline (linear sum, PCGrad, CAGrad, GradNorm) on both metrics",
                   gbest_l1 <= best[0] and gbest_ss <= best_s[0],
                   f"GCond L1 {gbest_l1:.4f} vs best baseline {best[1]} {best[0]:.4f}; 1-SSIM {gbest_ss:.4f} vs "
                   f"{best_s[1]} {best_s[0]:.4f}")
