@@ -221,6 +221,19 @@ def test_block_state_is_rho_of_blocks():
         assert sum("exp_avg" in opt.state[W] for W in Ws) == 2
 
 
+@pytest.mark.parametrize("order", ["random", "descending"])
+def test_block_selection_never_exceeds_rho_with_unequal_blocks(order):
+    sizes = [(8, 8), (32, 32), (16, 8), (32, 16), (8, 4), (24, 24)]
+    Ws = [nn.Parameter(torch.randn(*s)) for s in sizes]
+    opt = FRUGAL(Ws, lr=1e-3, density=0.3, proj_type="block", update_gap=1, block_order=order)
+    for _ in range(12):
+        for W in Ws:
+            W.grad = torch.randn_like(W)
+        opt.step()
+        b = opt.state_bytes()
+        assert 0 < b <= 0.3 * _adamw_bytes(Ws)
+
+
 def test_tiny_gpt_rho_quarter_state_is_below_04_of_adamw():
     torch.manual_seed(0)
     gpt = TinyGPT(block_size=32, d_model=64, n_layer=2, n_head=4)

@@ -273,16 +273,34 @@ class FRUGAL(Optimizer):
 
     # ------------------------------------------------------------------ subspaces
     def _select_blocks(self, group, gx, proj_idx: List[int], first: bool) -> None:
+        # blocks are chosen until their parameters fill the budget ρ·(projectable numel), so the state-full
+        # share never exceeds ρ even when blocks differ in size (with equal blocks this is round(ρ·L) blocks)
         L = len(proj_idx)
-        n_act = _n_selected(group["density"], L)
+        params = group["params"]
+        budget = group["density"] * sum(params[i].numel() for i in proj_idx) * (1 + 1e-9)
         order = group["block_order"]
-        if order == "random":
-            perm = torch.randperm(L, generator=gx["gen"]).tolist()
-            chosen = [proj_idx[j] for j in perm[:n_act]]
-        else:
-            seq = proj_idx[::-1] if order == "descending" else proj_idx
-            chosen = [seq[(gx["cursor"] + j) % L] for j in range(n_act)] if L else []
-            gx["cursor"] = (gx["cursor"] + n_act) % max(L, 1)
+        chosen: List[int] = []
+        used = 0
+        if group["density"] > 0 and L:
+            if order == "random":
+                for j in torch.randperm(L, generator=gx["gen"]).tolist():
+                    size = params[proj_idx[j]].numel()
+                    if used + size <= budget:
+                        chosen.append(proj_idx[j])
+                        used += size
+            else:
+                seq = proj_idx[::-1] if order == "descending" else proj_idx
+                taken = 0
+                while taken < L:
+                    i = seq[(gx["cursor"] + taken) % L]
+                    if chosen and used + params[i].numel() > budget:
+                        break
+                    chosen.append(i)
+                    used += params[i].numel()
+                    taken += 1
+                gx["cursor"] = (gx["cursor"] + taken) % L
+            if not chosen:  # every block exceeds the budget: take the smallest one
+                chosen = [min(proj_idx, key=lambda i: params[i].numel())]
         new_active = set(chosen)
         old_active = gx["active"] or set()
         for i in proj_idx:
