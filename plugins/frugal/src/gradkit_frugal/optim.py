@@ -293,8 +293,11 @@ class FRUGAL(Optimizer):
                 taken = 0
                 while taken < L:
                     i = seq[(gx["cursor"] + taken) % L]
-                    if chosen and used + params[i].numel() > budget:
-                        break
+                    if used + params[i].numel() > budget:
+                        if chosen:
+                            break
+                        taken += 1  # a block larger than the whole budget is passed over
+                        continue
                     chosen.append(i)
                     used += params[i].numel()
                     taken += 1
