@@ -164,7 +164,7 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
         loss = ((X - obs) ** 2).mean() / scale**2
         loss.backward()
         hist.append(float(loss.detach()))
-        est.append(float(logv.exp()))
+        est.append(float(logv.detach().exp()))
         return float(loss), np.array([float(logv.grad)])
 
     res = minimize(f, np.array([math.log(init)]), jac=True, method="L-BFGS-B",
