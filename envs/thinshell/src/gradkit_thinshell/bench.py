@@ -38,25 +38,28 @@ def run(*, quick: bool = False, out=None, seed: int = 0, progress: bool = True) 
     torch.manual_seed(seed)
     sizes = [6, 11] if quick else [6, 11, 16, 21]
     T = 4 if quick else 8
+    repeats = 1 if quick else 2
     res = Result("thinshell-bench", title="thin-shell simulator: cost vs mesh size (sheet + sphere pad, contact + friction)")
     base = None
     for n in pbar(sizes, desc="mesh sizes", enabled=progress):
         sim = ThinShellSim(_scene(n))
         a = _actions(T)
         sim.rollout(a[:1])  # warm-up
-        sim.stats_log.clear()
-        t = time.perf_counter()
-        with torch.no_grad():
-            sim.rollout(a)
-        fwd = (time.perf_counter() - t) / T
-        its = sum(s.iterations for s in sim.stats_log) / T
-        hess = sum(s.hessians for s in sim.stats_log) / T
-        act = a.clone().requires_grad_(True)
-        t = time.perf_counter()
-        states = sim.rollout(act)
-        loss = states[-1].x[:, 0].sum()
-        loss.backward()
-        fb = (time.perf_counter() - t) / T
+        fwd, fb = float("inf"), float("inf")
+        for _ in range(repeats):  # best of `repeats`: the machine is shared, the minimum is the least disturbed
+            sim.stats_log.clear()
+            t = time.perf_counter()
+            with torch.no_grad():
+                sim.rollout(a)
+            fwd = min(fwd, (time.perf_counter() - t) / T)
+            its = sum(s.iterations for s in sim.stats_log) / T
+            hess = sum(s.hessians for s in sim.stats_log) / T
+            act = a.clone().requires_grad_(True)
+            t = time.perf_counter()
+            states = sim.rollout(act)
+            loss = states[-1].x[:, 0].sum()
+            loss.backward()
+            fb = min(fb, (time.perf_counter() - t) / T)
         dof = sim.n_dof
         if base is None:
             base = (fwd, fb, dof)
@@ -73,7 +76,7 @@ def run(*, quick: bool = False, out=None, seed: int = 0, progress: bool = True) 
     res.add_curve("Newton iterations per step", "iterations", dofs, [r["newton_iters"] for r in res.rows])
     res.add_note("dense Hessian assembly and Cholesky: cost grows between linearly (element work) and cubically "
                  "(dense factorisation) in the DOF count; the adjoint costs one extra solve + one vjp per step")
-    res.meta.update(sizes=sizes, steps=T, torch_threads=torch.get_num_threads())
+    res.meta.update(sizes=sizes, steps=T, repeats=repeats, torch_threads=torch.get_num_threads())
     if out is not None:
         res.save(out)
     return res
