@@ -34,8 +34,19 @@ def _actions(T):
     return a
 
 
-def run(*, quick: bool = False, out=None, seed: int = 0, progress: bool = True) -> Result:
+def run(*, quick: bool = False, out=None, seed: int = 0, progress: bool = True, threads: int = 1) -> Result:
+    """``threads``: torch intra-op threads during the benchmark (1 by default: these small dense problems run
+    fastest single-threaded on a shared machine; the previous setting is restored afterwards)."""
     torch.manual_seed(seed)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(quick, out, progress)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(quick, out, progress) -> Result:
     sizes = [6, 11] if quick else [6, 11, 16, 21]
     T = 4 if quick else 8
     repeats = 1 if quick else 2
