@@ -60,8 +60,11 @@ def cmaes_trajopt(task: Task, n_segments: int = 5, popsize: int = 16, sigma0: fl
     G = len(task.sim.scene.pads)
     dim = n_segments * G * 3
     x0 = np.zeros(dim) if x0 is None else np.asarray(x0, dtype=np.float64)
+    # flat fitness (no candidate touches anything yet) must not stop the search before the budget is spent
     es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": popsize, "bounds": [-1.0, 1.0], "seed": seed + 1,
-                                               "verbose": -9, "maxfevals": budget})
+                                               "verbose": -9, "maxfevals": budget, "tolflatfitness": 10**6,
+                                               "tolfun": 0.0, "tolfunhist": 0.0, "tolstagnation": 10**6,
+                                               "tolx": 0.0})
     best, best_x, hist, used, fails = -math.inf, x0, [], 0, 0
     while not es.stop() and used + popsize <= budget:
         X = es.ask()
@@ -156,6 +159,7 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
     obs = torch.stack([o.detach() for o in observed])
     scale = float((obs - obs[0]).abs().max()) + 1e-12
     hist, est = [], []
+    norm = []  # the first loss value: the objective is scaled to start at 1 so L-BFGS-B's first step is O(1)
 
     def f(z):
         logv = torch.tensor(float(z[0]), dtype=DTYPE, requires_grad=True)
@@ -163,12 +167,14 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
         X = torch.stack([s.x for s in sim.rollout(actions, state=state, params=p)])
         loss = ((X - obs) ** 2).mean() / scale**2
         loss.backward()
+        if not norm:
+            norm.append(max(float(loss.detach()), 1e-300))
         hist.append(float(loss.detach()))
         est.append(float(logv.detach().exp()))
-        return float(loss), np.array([float(logv.grad)])
+        return float(loss.detach()) / norm[0], np.array([float(logv.grad) / norm[0]])
 
     res = minimize(f, np.array([math.log(init)]), jac=True, method="L-BFGS-B",
-                   bounds=[(math.log(lo), math.log(hi))], options=dict(maxfun=max_evals, ftol=1e-14, gtol=1e-12))
+                   bounds=[(math.log(lo), math.log(hi))], options=dict(maxfun=max_evals, ftol=1e-16, gtol=1e-14))
     return dict(estimate=float(math.exp(res.x[0])), history=hist, estimates=est, rollouts=len(hist))
 
 
