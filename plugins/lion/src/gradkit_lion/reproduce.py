@@ -89,9 +89,9 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
     show = progress
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     if quick:
-        lm = dict(d=64, layers=2, block=64, batch=16, steps=150, warmup=15, eval_every=50, eval_batches=4,
-                  corpus=300_000)
-        dg = dict(epochs=4, lr_scale=3.0)
+        lm = dict(d=64, layers=2, block=64, batch=16, steps=120, warmup=12, eval_every=40, eval_batches=4,
+                  corpus=200_000)
+        dg = dict(epochs=3, lr_scale=3.0)
     else:
         lm = dict(d=128, layers=4, block=128, batch=32, steps=600, warmup=60, eval_every=50, eval_batches=8,
                   corpus=2_000_000)

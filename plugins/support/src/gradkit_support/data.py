@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import sysconfig
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
@@ -55,6 +56,11 @@ def loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool
 # ---------------------------------------------------------------------- stdlib corpus
 def stdlib_files() -> List[Path]:
     """The standard library's ``.py`` files in a fixed order (no site-packages, no tests)."""
+    return list(_stdlib_files())
+
+
+@lru_cache(maxsize=1)
+def _stdlib_files() -> tuple:
     root = Path(sysconfig.get_paths()["stdlib"])
     files = []
     for p in sorted(root.rglob("*.py")):
@@ -62,7 +68,7 @@ def stdlib_files() -> List[Path]:
         if rel and (rel[0] in ("site-packages", "dist-packages", "test", "idlelib", "lib2to3") or "tests" in rel):
             continue
         files.append(p)
-    return files
+    return tuple(files)
 
 
 def stdlib_corpus(max_bytes: int = 1_000_000, seed: Optional[int] = None) -> bytes:
