@@ -29,6 +29,8 @@ from .optim import FRUGAL, SignSGD, badam_style, frugal_param_groups, galore_sty
 
 
 def _state_bytes(opt) -> int:
+    if isinstance(opt, FRUGAL):  # includes randk's cached coordinates
+        return opt.state_bytes()
     return sum(v.numel() * v.element_size() for st in opt.state.values() for k, v in st.items()
                if isinstance(v, torch.Tensor) and k != "step")
 
@@ -83,7 +85,7 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
         "frugal rho=0": lambda: FRUGAL(frugal_param_groups(model), density=0.0),
         "galore-style rho=0.25": lambda: galore_style(frugal_param_groups(model), density=0.25),
         "badam-style rho=0.25": lambda: badam_style(frugal_param_groups(model), density=0.25),
-        "signsgd": lambda: SignSGD(params, lr=1e-4),
+        "frugal-signsgd": lambda: SignSGD(params, lr=1e-4),
     }
     gt = _galore_torch_factory()
     if gt is not None:
@@ -125,20 +127,21 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
         "frugal rho=0 (signSGD only)": lambda: FRUGAL([W], density=0.0, projectable=True),
     }
     w0 = W.detach().clone()
-    base = None
+    base = base_state = None
     for name, make in progress_bar(list(flat.items()), desc=f"{n}x{n} matrix", enabled=progress):
         with torch.no_grad():
             W.copy_(w0)
         opt = make()
         t = _time_steps(opt, [W], [gW], reps)
         base = base or t
+        base_state = base_state or _state_bytes(opt)
         res.add_row(setting=f"matrix {n}x{n}", optimizer=name, step_ms=round(1e3 * t, 3),
                     time_vs_adamw=round(t / base, 3), state_bytes=_state_bytes(opt),
-                    state_vs_adamw=round(_state_bytes(opt) / (2 * W.numel() * 4), 3))
+                    state_vs_adamw=round(_state_bytes(opt) / base_state, 3))
     res.add_note(f"copy bandwidth probe on this machine: {bw:.1f} GB/s (read+write of a {n}x{n} fp32 tensor)")
     res.add_note("bandwidth-bound prediction for rho=0.25: ~0.57x AdamW step time (16 vs 28 bytes/param); this "
                  "implementation runs FRUGAL's parts as separate eager kernels (gather, Adam, sign, scatter) rather "
-                 "than one fused pass, so it sits above that bound; randk also regenerates its index permutation "
-                 "from a seed each step to keep no index tensor in memory")
+                 "than one fused pass; randk gathers/scatters random coordinates (and caches int32 indices, counted "
+                 "in its state bytes), which costs more than contiguous column slices")
     res.meta.update(reps=reps, torch=torch.__version__, threads=torch.get_num_threads())
     return res
