@@ -96,6 +96,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     cfg = CONFIGS[level]
     t_all = time.perf_counter()
     set_seed(seed)
+    threads = torch.get_num_threads()
     if quick:
         torch.set_num_threads(1)
     res = Result("codeeraser", title=f"CodeEraser vs GA / CU / SSGA on a tiny GPT with injected secrets ({level})")
@@ -187,6 +188,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                  f"({cfg['mem_frac']:.0%} of each batch comes from the {len(mem)} memorized windows)")
     res.add_note("EL_n is exact-match greedy decoding of n bytes from every secret prefix position; early stop uses MA and EL3")
     res.meta["total_seconds"] = time.perf_counter() - t_all
+    torch.set_num_threads(threads)
     if out is not None:
         res.save(out)
     return res

@@ -24,7 +24,7 @@ Zeroth-order variables are the parameters with ``requires_grad=True``: a ZO step
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch.optim import Optimizer
