@@ -144,12 +144,12 @@ def test_reproduction_quick_direction(tmp_path):
 
 
 def test_ddp_two_processes_match_single_process():
-    from gradkit_support.ddp import compare_ddp_single
+    from gradkit_support.ddp import compare_ddp_single, initial_state
 
     ddp, single = compare_ddp_single("lion", world_size=2, steps=8, global_batch=8, lr=1e-3, weight_decay=0.1)
     assert ddp.keys() == single.keys()
     for k in single:
         # sign() makes Lion sensitive to reduction order only where c is ~0; float64 keeps it exact here
         assert torch.allclose(ddp[k], single[k], atol=1e-10), k
-    start = {k: v for k, v in __import__("gradkit_support.ddp", fromlist=["_model"])._model(0).state_dict().items()}
+    start = initial_state(0)
     assert any(not torch.equal(start[k], single[k]) for k in single), "training must have moved the weights"

@@ -46,6 +46,11 @@ def _model(seed: int) -> nn.Module:
     return DDPNet().double()
 
 
+def initial_state(seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The state dict both runs start from (to check that training moved the weights)."""
+    return {k: v.detach().clone() for k, v in _model(seed).state_dict().items()}
+
+
 def _batches(steps: int, global_batch: int, seed: int):
     g = torch.Generator().manual_seed(seed + 17)
     for _ in range(steps):
