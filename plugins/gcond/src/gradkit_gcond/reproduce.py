@@ -148,8 +148,9 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     res.add_note("CPU scale: 16x16 generated crops, ~47k-param conv autoencoder, "
                  f"{cfg['steps']} steps x {cfg['n_acc']} micro-batches of {cfg['batch']}; {cfg['seeds']} seed(s). "
                  "The paper trains MobileNetV3/ConvNeXt on ImageNet-1K and CT scans.")
-    res.add_note("mean_min_cos: mean over steps of the smallest pairwise cosine between the two task gradients "
-                 "(1.0 when no pair is below t_weak = 0); mean_proj_iters: conflict-loop iterations per step.")
+    res.add_note("mean_min_cos: mean over steps of the smallest pairwise cosine between the task gradients "
+                 "(before resolution; nan for methods that do not report it); mean_proj_iters: GCond conflict-loop "
+                 "iterations per step (a pair is resolved only when its cosine is below t_weak = 0).")
     if out is not None:
         res.save(out)
     return res
