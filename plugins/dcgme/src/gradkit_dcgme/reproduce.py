@@ -100,7 +100,7 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
                   ", ".join(f"{a} {mean[a]['evaluations']:.0f}" for a in ALGOS))
     res.add_claim("QD score: DCG-ME > PGA-ME", mean["dcg-me"]["qd_score"] > mean["pga-me"]["qd_score"],
                   f"{mean['dcg-me']['qd_score']:.1f} vs {mean['pga-me']['qd_score']:.1f} "
-                  f"(+{100 * (mean['dcg-me']['qd_score'] / max(mean['pga-me']['qd_score'], 1e-9) - 1):.0f}%; paper: +82% on average)")
+                  f"({100 * (mean['dcg-me']['qd_score'] / max(mean['pga-me']['qd_score'], 1e-9) - 1):+.0f}%; paper: +82% on average)")
     res.add_claim("QD score: DCG-ME >= MAP-Elites", mean["dcg-me"]["qd_score"] >= mean["map-elites"]["qd_score"],
                   f"{mean['dcg-me']['qd_score']:.1f} vs {mean['map-elites']['qd_score']:.1f}")
     res.add_claim("coverage: DCG-ME > PGA-ME", mean["dcg-me"]["coverage"] > mean["pga-me"]["coverage"],
