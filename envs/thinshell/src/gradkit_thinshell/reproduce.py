@@ -74,7 +74,7 @@ def _run(quick, full, out, seed, progress) -> Result:
     torch.manual_seed(seed)
     res = Result("thinshell", title=f"{PAPER_TITLE}: trajectory optimisation and inverse design (CPU scale)")
     if quick:
-        cfg = dict(n=4, sep_T=8, sep_budget=12, pop=4, lift=False, lift_T=8, lift_budget=8, inv_T=10, inv_evals=8)
+        cfg = dict(n=4, sep_T=8, sep_budget=24, pop=4, lift=False, lift_T=8, lift_budget=8, inv_T=10, inv_evals=8)
     elif full:
         cfg = dict(n=6, sep_T=30, sep_budget=160, pop=16, lift=True, lift_T=20, lift_budget=64, inv_T=20, inv_evals=20)
     else:
