@@ -23,7 +23,9 @@ install() {
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "setuptools>=64" wheel
   local pkgs=(-e "$root")
   for d in "$root"/plugins/*/ "$root"/envs/*/; do
-    [ -f "$d/pyproject.toml" ] && pkgs+=(-e "${d%/}")
+    [ -f "$d/pyproject.toml" ] || continue
+    # a package's `test` extra holds the peers its tests compare against (captum, ribs, torch-tract, ...)
+    if grep -qE '^test *=' "$d/pyproject.toml"; then pkgs+=(-e "${d%/}[test]"); else pkgs+=(-e "${d%/}"); fi
   done
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-build-isolation \
     -c "$root/tools/constraints.txt" "${pkgs[@]}" "pytest>=7.4" "pytest-xdist>=3.3"
