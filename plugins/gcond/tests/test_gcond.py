@@ -362,3 +362,33 @@ def test_registered_as_gradient_transform():
         assert "gradient-transform" in spec.tags
     c = gk.create("gcond", Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), None, 2, kind="optimizers")
     assert isinstance(c, GradientConductor)
+
+
+def test_per_loss_forward_gives_the_same_gradients():
+    calls = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            calls.append(1)
+            return self.lin(x)
+
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(5, 3, generator=g), torch.randn(5, 2, generator=g)) for _ in range(2)]
+    losses = {"a": lambda o, y: ((o - y) ** 2).mean(), "b": lambda o, y: o.abs().mean()}
+    accs = []
+    for shared in (True, False):
+        calls.clear()
+        it = iter(batches)
+        c = GradientConductor(Net(), losses, None, 2, stochastic=False, shared_forward=shared,
+                              buffer_dtype=torch.float32)
+        c.step(lambda: next(it))
+        assert len(calls) == (2 if shared else 4)
+        accs.append({k: [t.clone() for t in v] for k, v in c.accumulators.items()})
+    for k in losses:
+        for a, b in zip(accs[0][k], accs[1][k]):
+            assert torch.allclose(a, b, atol=1e-6)

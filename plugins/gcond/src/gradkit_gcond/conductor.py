@@ -77,6 +77,8 @@ class MultiTaskAggregator(abc.ABC):
     freeze_bn : put the model in ``eval()`` during accumulation (BatchNorm uses
         running statistics, dropout off) and restore its mode afterwards.
     buffer_dtype : dtype of the per-task accumulators (the paper/official code use bf16).
+    shared_forward : in exact mode, evaluate all K losses on one forward pass (default) instead of
+        one forward per loss as the official code does (same gradients, more compute).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class MultiTaskAggregator(abc.ABC):
         stochastic: bool = False,
         freeze_bn: bool = True,
         buffer_dtype: torch.dtype = torch.float32,
+        shared_forward: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -115,6 +118,7 @@ class MultiTaskAggregator(abc.ABC):
         self.stochastic = bool(stochastic)
         self.freeze_bn = bool(freeze_bn)
         self.buffer_dtype = buffer_dtype
+        self.shared_forward = bool(shared_forward)
         self.params: List[nn.Parameter] = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("model has no trainable parameters (requires_grad=True)")
@@ -169,10 +173,16 @@ class MultiTaskAggregator(abc.ABC):
                     n = self.accumulation_steps
                     for _ in range(n):
                         x, y = data_provider()
-                        losses = self._task_losses(_call_model(self.model, x), y, self.tasks)
-                        for i, k in enumerate(self.tasks):
-                            sums[k] += float(losses[k].detach()) / n
-                            self._add_grads(k, losses[k], self.lambdas[k] / n, retain=i < len(self.tasks) - 1)
+                        if self.shared_forward:  # one forward, K backward passes
+                            losses = self._task_losses(_call_model(self.model, x), y, self.tasks)
+                            for i, k in enumerate(self.tasks):
+                                sums[k] += float(losses[k].detach()) / n
+                                self._add_grads(k, losses[k], self.lambdas[k] / n, retain=i < len(self.tasks) - 1)
+                        else:  # the official code's cost model: one forward per loss
+                            for k in self.tasks:
+                                loss = self._task_losses(_call_model(self.model, x), y, [k])[k]
+                                sums[k] += float(loss.detach()) / n
+                                self._add_grads(k, loss, self.lambdas[k] / n, retain=False)
         finally:
             if self.freeze_bn:
                 self.model.train(was_training)
@@ -260,6 +270,7 @@ class GradientConductor(MultiTaskAggregator):
         smooth: bool = True,
         stochastic: bool = True,
         freeze_bn: bool = True,
+        shared_forward: bool = True,
         dominance_rule: str = "paper",
         prev_mode: str = "projected",
         projection_max_iters: Optional[int] = None,
@@ -268,7 +279,7 @@ class GradientConductor(MultiTaskAggregator):
         eps: float = 1e-8,
     ) -> None:
         super().__init__(model, loss_fns, lambdas, accumulation_steps, stochastic=stochastic,
-                         freeze_bn=freeze_bn, buffer_dtype=buffer_dtype)
+                         freeze_bn=freeze_bn, buffer_dtype=buffer_dtype, shared_forward=shared_forward)
         if not 0.0 <= momentum_beta < 1.0:
             raise ValueError(f"momentum_beta must be in [0, 1), got {momentum_beta}")
         if trust_ratio_coef <= 0 or trust_ratio_clip <= 0:
