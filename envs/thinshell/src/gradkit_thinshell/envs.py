@@ -1,6 +1,6 @@
 """Gymnasium wrappers of the thin-shell tasks (ids in the ``gradkit/`` namespace).
 
-Observation: all vertex positions and the gripper pad centres (float32).  Action: per-pad translation
+Observation: all vertex positions and the gripper pad centres (float32, metres, within +-10).  Action: per-pad translation
 in [-1, 1]^3, scaled by the simulator's ``max_moving_dist`` (1 mm); an action outside the action space
 raises ValueError.  The per-step reward is the increase of the task reward, so an episode's return equals
 the task reward of the final state.  A Newton solve that fails ends the episode (``terminated``) with
@@ -23,6 +23,9 @@ from .sim import NewtonError
 from .registration import ENV_IDS, register_envs
 from .tasks import make_task, sliding_initial_state
 
+OBS_BOUND = 10.0
+
+
 class ThinShellEnv(gym.Env):
     metadata = {"render_modes": []}
     task_name = "separate"
@@ -36,7 +39,8 @@ class ThinShellEnv(gym.Env):
         G = len(self.sim.scene.pads)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (3 * G,), dtype=np.float32)
         nobs = 3 * self.sim.n_vertices + 3 * G
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (nobs,), dtype=np.float32)
+        # positions in metres; a task moves things by centimetres, so +-10 m never clips in practice
+        self.observation_space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (nobs,), dtype=np.float32)
         self._state = None
         self._s0 = None
         self._t = 0
@@ -48,7 +52,8 @@ class ThinShellEnv(gym.Env):
 
     def _obs(self):
         s = self._state
-        return torch.cat([s.x.reshape(-1), s.pads.reshape(-1)]).numpy().astype(np.float32)
+        obs = torch.cat([s.x.reshape(-1), s.pads.reshape(-1)]).detach().numpy()
+        return np.clip(obs, -OBS_BOUND, OBS_BOUND).astype(np.float32)
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         super().reset(seed=seed)
