@@ -66,8 +66,8 @@ def make_spec(kind: str, plugin: str, name: Any, target: Any, metadata: Dict[str
     """Validate one ``register`` call and build its frozen :class:`Spec`."""
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise RegistrationError(
-            f"plugin {plugin!r} registered {kind} name {name!r}: a name is lower-case letters, digits "
-            "and '-', '+', '.', '_', '/' (e.g. 'cf-cam')"
+            f"plugin {plugin!r} registered {kind} name {name!r}: a name is letters, digits "
+            "and '-', '+', '.', '_', '/' (methods lower-case like 'cf-cam'; env ids like 'gradkit/AntOmni-v0')"
         )
     if isinstance(target, str):
         if not TARGET_RE.match(target):

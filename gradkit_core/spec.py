@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 import attrs
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+._/-]*$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._/-]*$")  # gymnasium ids keep their case
 TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 

@@ -158,6 +158,7 @@ def test_duplicate_name_inside_one_plugin_fails_that_plugin():
     "name,target,meta,match",
     [
         ("Bad Name", "a:b", {}, "name"),
+        ("-leading-dash", "a:b", {}, "name"),
         ("ok", "no-colon", {}, "module:attribute"),
         ("ok", 42, {}, "callable"),
         ("ok", "a:b", {"sumary": "typo"}, "unknown metadata"),

@@ -10,7 +10,7 @@ from gradkit_core.testing.envs import EnvConformance
 
 class TestPointOmni(EnvConformance):
     env_id = "gradkit/PointOmni-v0"
-    component = "gradkit/pointomni-v0"
+    component = "gradkit/PointOmni-v0"
     max_episode_steps = 50
 
 
@@ -23,32 +23,32 @@ class _Mujoco(EnvConformance):
 
 class TestAntOmni(_Mujoco):
     env_id = "gradkit/AntOmni-v0"
-    component = "gradkit/antomni-v0"
+    component = "gradkit/AntOmni-v0"
 
 
 class TestAntTrapOmni(_Mujoco):
     env_id = "gradkit/AntTrapOmni-v0"
-    component = "gradkit/anttrapomni-v0"
+    component = "gradkit/AntTrapOmni-v0"
 
 
 class TestHalfCheetahUni(_Mujoco):
     env_id = "gradkit/HalfCheetahUni-v0"
-    component = "gradkit/halfcheetahuni-v0"
+    component = "gradkit/HalfCheetahUni-v0"
 
 
 class TestWalker2dUni(_Mujoco):
     env_id = "gradkit/Walker2dUni-v0"
-    component = "gradkit/walker2duni-v0"
+    component = "gradkit/Walker2dUni-v0"
 
 
 class TestHopperUni(_Mujoco):
     env_id = "gradkit/HopperUni-v0"
-    component = "gradkit/hopperuni-v0"
+    component = "gradkit/HopperUni-v0"
 
 
 class TestAntUni(_Mujoco):
     env_id = "gradkit/AntUni-v0"
-    component = "gradkit/antuni-v0"
+    component = "gradkit/AntUni-v0"
 
 
 def test_every_registered_id_has_a_conformance_class():
@@ -57,9 +57,10 @@ def test_every_registered_id_has_a_conformance_class():
 
 
 @pytest.mark.parametrize("env_id", sorted(gradkit_locomotion.TASKS))
-def test_component_name_is_the_lowercased_gymnasium_id(env_id):
+def test_component_name_is_the_gymnasium_id(env_id):
     import gradkit_core as gk
 
-    spec = gk.info(gradkit_locomotion.component_name(env_id), kind="envs")
+    assert gradkit_locomotion.component_name(env_id) == env_id
+    spec = gk.info(env_id, kind="envs")
     assert spec.target == gradkit_locomotion.TASKS[env_id].entry_point
     assert env_id in spec.summary

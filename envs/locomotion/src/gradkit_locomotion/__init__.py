@@ -24,8 +24,8 @@ register_when_gymnasium_loads()
 
 
 def component_name(env_id: str) -> str:
-    """The gradkit component name of a gymnasium id (gradkit names are lower-case)."""
-    return env_id.lower()
+    """The gradkit component name of a gymnasium id: the id itself (``gradkit/AntOmni-v0``)."""
+    return env_id
 
 
 @hookimpl
