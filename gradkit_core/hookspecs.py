@@ -5,7 +5,8 @@ Every hook is a *registration* hook: gradkit calls it once per plugin with a
 plugin.  A plugin calls ``register(name, target, **metadata)`` once per component:
 
 ``name``
-    lower-case component name (``lion``, ``cf-cam``, ``dsac-t``).
+    component name: lower-case for methods (``lion``, ``cf-cam``, ``dsac-t``); envs use their
+    gymnasium id (``gradkit/AntOmni-v0``).
 ``target``
     ``"package.module:attr"`` string.  Nothing is imported until a user asks for
     the component (:func:`gradkit_core.get` / :func:`gradkit_core.create`), so the
