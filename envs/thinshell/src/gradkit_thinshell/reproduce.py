@@ -85,7 +85,9 @@ def _run(quick, full, out, seed, progress) -> Result:
     _compare(res, sep, cfg["sep_budget"], cfg["pop"], 3, 0.1, seed, progress, "separate")
     if cfg["lift"]:
         lift = lift_task(n=cfg["n"], horizon=cfg["lift_T"], tol=1e-6)
-        _compare(res, lift, cfg["lift_budget"], 4, 2, 0.1, seed, progress, "lift")
+        # a smaller Adam step on lift (the block is in contact from the start; 0.1 overshoots), same for both
+        # gradient methods
+        _compare(res, lift, cfg["lift_budget"], 4, 2, 0.03, seed, progress, "lift")
 
     # inverse design: friction coefficient of a sheet sliding on the table
     task = sliding_task(n=3, horizon=cfg["inv_T"], tol=1e-9)
