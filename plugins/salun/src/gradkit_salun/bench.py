@@ -1,6 +1,6 @@
 """Run-time benchmark: every unlearner (and SalUn's saliency-mask pass) relative to retraining.
 
-Same original MLP, same random-10 % forget split, one process; times are medians
+Same original MLP (the reproduction's 600-image digits setting), same random-10 % forget split, one process; times are medians
 of ``repeats`` runs and are reported as ratios to Retrain's time (the paper's RTE
 comparison).  No external unlearning library is used as a reference: none on PyPI
 ships SalUn (see README).
@@ -18,15 +18,15 @@ from gradkit_core.results import Result
 
 
 def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progress: bool = True) -> Result:
-    from gradkit_support.data import digits, loader, set_seed
+    from gradkit_support.data import loader, set_seed
 
     from . import unlearn as U
     from .metrics import timed
-    from .reproduce import METHODS, TRAIN_EPOCHS, TRAIN_LR, _model, _split, _train
+    from .reproduce import METHODS, TRAIN_EPOCHS, TRAIN_LR, _data, _model, _split, _train
 
     torch.set_num_threads(1)
     repeats = 1 if quick else 3
-    xtr, ytr, _, _ = digits(test_fraction=0.22, seed=0)
+    xtr, ytr, _, _ = _data()
     set_seed(seed)
     original = _train(_model(seed), xtr, ytr, seed=seed)
     (xf, yf), (xr, yr) = _split("random", xtr, ytr, seed)
