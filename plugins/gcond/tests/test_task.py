@@ -40,3 +40,40 @@ def test_sampler_masks_half_the_cells():
     assert torch.equal(x[:, :1], y * mask[:, None])
     with pytest.raises(ValueError, match="multiple"):
         PatchSampler(imgs, patch=15, cell=2)
+
+
+def test_contrast_target_endpoints_and_two_channel_targets():
+    from gradkit_gcond.task import contrast_target, l1_loss, ssim_loss
+
+    imgs = generate_images(2, size=40, seed=1)
+    x, y = PatchSampler(imgs, batch=4, patch=16, cell=2, seed=0, ssim_contrast=-1.0)()
+    x1, y1 = PatchSampler(imgs, batch=4, patch=16, cell=2, seed=0)()
+    assert y.shape == (4, 2, 16, 16) and torch.equal(x, x1) and torch.equal(y[:, :1], y1)
+    assert torch.allclose(y[:, 1:], 1 - y1)                    # k = -1: the inverted image
+    assert torch.allclose(contrast_target(y1, 1.0), y1, atol=1e-7)  # k = 1: the clean image
+    assert torch.allclose(contrast_target(y1, 0.0), torch.full_like(y1, 0.5))
+    out = torch.rand_like(y1)
+    # L1 reads channel 0 (clean), SSIM the last channel (its own target); one-channel targets serve both
+    assert float(l1_loss(out, y)) == pytest.approx(float((out - y1).abs().mean()))
+    assert float(ssim_loss(out, y)) == pytest.approx(1 - float(ssim(out, 1 - y1)), abs=1e-6)
+    assert float(ssim_loss(out, y1)) == pytest.approx(1 - float(ssim(out, y1)), abs=1e-6)
+    with pytest.raises(ValueError, match="ssim_contrast"):
+        PatchSampler(imgs, ssim_contrast=-2.0)
+
+
+def test_inverted_ssim_target_makes_the_task_gradients_conflict():
+    """At a half-contrast prediction, the L1 gradient (towards the clean crop) and the SSIM gradient
+    agree when both targets are clean (k = 1) and point against each other for k = -1."""
+    from gradkit_gcond.task import contrast_target, l1_loss, ssim_loss
+
+    clean = PatchSampler(generate_images(4, size=48, seed=2), batch=16, patch=16, cell=2, seed=3)()[1]
+    pred = (0.5 + 0.5 * (clean - 0.5)).requires_grad_(True)
+
+    def cos(k):
+        y = torch.cat([clean, contrast_target(clean, k)], 1)
+        g1 = torch.autograd.grad(l1_loss(pred, y), pred)[0].flatten()
+        g2 = torch.autograd.grad(ssim_loss(pred, y), pred)[0].flatten()
+        return float(g1 @ g2 / (g1.norm() * g2.norm()))
+
+    assert cos(1.0) > 0.1
+    assert cos(-1.0) < -0.1

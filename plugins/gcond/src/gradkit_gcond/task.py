@@ -4,7 +4,7 @@ L1 and SSIM losses (SSIM in torch: 7x7 Gaussian window, sigma 1.5, valid region)
 from __future__ import annotations
 
 import math
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,11 +37,22 @@ def ssim(x: torch.Tensor, y: torch.Tensor, window: int = 7, sigma: float = 1.5, 
 
 
 def l1_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (out - target).abs().mean()
+    """Mean absolute error against channel 0 of ``target`` (the clean image)."""
+    return (out - target[:, :1]).abs().mean()
 
 
 def ssim_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return 1.0 - ssim(out, target)
+    """``1 - SSIM`` against the *last* channel of ``target``: the clean image for a one-channel target,
+    the SSIM task's own target for the two-channel targets of a conflicting :class:`PatchSampler`."""
+    return 1.0 - ssim(out, target[:, -1:])
+
+
+def contrast_target(clean: torch.Tensor, k: float) -> torch.Tensor:
+    """``0.5 + k (x - 0.5)``: the clean image with its contrast about mid-grey scaled by ``k`` (in [0, 1]
+    for ``|k| <= 1``).  ``k = 1`` is the clean image; ``k = -1`` is the inverted image ``1 - x``, so an SSIM
+    task on it pulls the shared network against an L1 task on the clean image (contradicting targets:
+    a controllable gradient conflict)."""
+    return 0.5 + k * (clean - 0.5)
 
 
 # ---------------------------------------------------------------------- data
@@ -78,14 +89,20 @@ def generate_images(n: int, size: int = 96, seed: int = 0) -> torch.Tensor:
 class PatchSampler:
     """Random ``patch x patch`` crops of a fixed image pool, with 50 % of ``cell x cell`` cells masked.
 
-    Calling the sampler returns ``((masked_input_with_mask_channel), clean_target)``, the shape a
-    GCond ``data_provider`` returns.
+    Calling the sampler returns ``((masked_input_with_mask_channel), target)``, the shape a
+    GCond ``data_provider`` returns.  ``target`` is the clean crop ``(B, 1, H, W)``; with
+    ``ssim_contrast=k`` it is ``(B, 2, H, W)``: the clean crop (the L1 task's target) and
+    :func:`contrast_target` ``(clean, k)`` (the SSIM task's target).
     """
 
     def __init__(self, images: torch.Tensor, batch: int = 32, patch: int = 32, cell: int = 4,
-                 mask_ratio: float = 0.5, seed: int = 0):
+                 mask_ratio: float = 0.5, seed: int = 0, ssim_contrast: Optional[float] = None):
         if patch % cell:
             raise ValueError(f"patch {patch} must be a multiple of cell {cell}")
+        if ssim_contrast is not None and not -1.0 <= float(ssim_contrast) <= 1.0:
+            raise ValueError(f"ssim_contrast must be in [-1, 1] (1 = clean target, -1 = inverted image) "
+                             f"or None, got {ssim_contrast!r}")
+        self.ssim_contrast = None if ssim_contrast is None else float(ssim_contrast)
         self.images, self.batch, self.patch, self.cell, self.mask_ratio = images, batch, patch, cell, mask_ratio
         self.g = torch.Generator().manual_seed(seed)
 
@@ -100,7 +117,10 @@ class PatchSampler:
         keep = torch.rand(n, cells * cells, generator=self.g).argsort(1) >= int(self.mask_ratio * cells * cells)
         mask = keep.float().view(n, 1, cells, cells)
         mask = mask.repeat_interleave(self.cell, 2).repeat_interleave(self.cell, 3)
-        return torch.cat([clean * mask, mask], 1), clean
+        x = torch.cat([clean * mask, mask], 1)
+        if self.ssim_contrast is None:
+            return x, clean
+        return x, torch.cat([clean, contrast_target(clean, self.ssim_contrast)], 1)
 
     def __call__(self) -> Tuple[torch.Tensor, torch.Tensor]:
         return self.sample(self.batch)
@@ -140,7 +160,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 25
     model.eval()
     l1s, ss = [], []
     for i in range(0, len(x), batch):
-        out = model(x[i:i + batch])
+        out = model(x[i:i + batch])  # y: one channel (clean) or (clean, SSIM target)
         l1s.append(float(l1_loss(out, y[i:i + batch])))
         ss.append(float(ssim_loss(out, y[i:i + batch])))
     model.train(was)
