@@ -91,7 +91,7 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
     if quick:
         lm = dict(d=64, layers=2, block=64, batch=16, steps=120, warmup=12, eval_every=40, eval_batches=4,
                   corpus=200_000)
-        dg = dict(epochs=3, lr_scale=3.0)
+        dg = dict(epochs=6, lr_scale=3.0)
     else:
         lm = dict(d=128, layers=4, block=128, batch=32, steps=600, warmup=60, eval_every=50, eval_batches=8,
                   corpus=2_000_000)
