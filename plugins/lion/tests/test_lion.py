@@ -153,3 +153,25 @@ def test_ddp_two_processes_match_single_process():
         assert torch.allclose(ddp[k], single[k], atol=1e-10), k
     start = initial_state(0)
     assert any(not torch.equal(start[k], single[k]) for k in single), "training must have moved the weights"
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_chunked_path_for_large_tensors_matches_official_program(foreach):
+    from gradkit_lion import optim
+
+    torch.manual_seed(3)
+    n = optim.CHUNK * 2 + 123  # three chunks, the last one partial
+    big = torch.randn(n, requires_grad=True)
+    small = torch.randn(5, requires_grad=True)
+    refs = [big.detach().clone(), small.detach().clone()]
+    ms = [torch.zeros(n), torch.zeros(5)]
+    opt = Lion([big, small], lr=1e-2, weight_decay=0.2, foreach=foreach)
+    for _ in range(4):
+        gs = [torch.randn(n), torch.randn(5)]
+        big.grad, small.grad = gs[0].clone(), gs[1].clone()
+        opt.step()
+        for i in range(2):
+            refs[i], ms[i] = _official_lion_step(refs[i], gs[i], ms[i], 1e-2, 0.9, 0.99, 0.2)
+    assert torch.allclose(big.detach(), refs[0], atol=1e-6)
+    assert torch.allclose(small.detach(), refs[1], atol=1e-6)
+    assert torch.allclose(opt.state[big]["exp_avg"], ms[0], atol=1e-6)
