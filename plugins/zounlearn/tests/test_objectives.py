@@ -108,6 +108,23 @@ def test_rtn_error_bound_levels_and_fixed_points():
         rtn_quantize(w, bits=1)
 
 
+def test_rtn_rounds_sub_half_bin_update_of_on_grid_weights_back_to_original():
+    """The quantization attack's mechanism (Zhang et al. 2024) used by the reproduction: weights on the int4 grid
+    moved by less than half a bin (the group maximum kept in place) are rounded back exactly to the original,
+    while a move past half a bin changes the code."""
+    torch.manual_seed(1)
+    w0 = rtn_quantize(torch.randn(4, 64), bits=4, group_size=32)  # the released model: on the grid
+    s = w0.view(4, 2, 32).abs().amax(-1, keepdim=True) / 7
+    is_max = w0.view(4, 2, 32).abs() == w0.view(4, 2, 32).abs().amax(-1, keepdim=True)
+    delta = (torch.rand(4, 2, 32) * 2 - 1) * 0.45 * s  # |delta| < s/2 everywhere
+    delta = torch.where(is_max, torch.zeros_like(delta), delta).view(4, 64)
+    assert torch.allclose(rtn_quantize(w0 + delta, 4, 32), w0, atol=1e-6)  # full "recovery"
+    big = torch.zeros(4, 64)
+    j = int((~is_max.view(4, 64)[0]).nonzero()[0])
+    big[0, j] = 0.6 * float(s.view(4, 2)[0, j // 32]) * (1 if w0[0, j] <= 0 else -1)
+    assert not torch.allclose(rtn_quantize(w0 + big, 4, 32), w0, atol=1e-6)
+
+
 def test_quantize_model_weights_only_and_recovery_metric():
     from gradkit_support.models import TinyGPT
 
