@@ -235,6 +235,8 @@ class Counter:
 
 
 def test_exact_vs_stochastic_accumulation():
+    # paper (via its abstract and two secondary summaries): the accumulated task gradient is the *mean* of the
+    # per-micro-batch gradients, g_i = (1/N) sum_k grad L_i(theta; b_k) (times lambda_i here).
     # L_a = theta . u * mean(x): gradient u * x-value; exact: mean over all N batches, stochastic: own half
     u, v = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
 
