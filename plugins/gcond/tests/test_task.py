@@ -77,3 +77,20 @@ def test_inverted_ssim_target_makes_the_task_gradients_conflict():
 
     assert cos(1.0) > 0.1
     assert cos(-1.0) < -0.1
+
+
+def test_reproduction_methods_and_conflict_measure():
+    from gradkit_gcond.conductor import GradientConductor
+    from gradkit_gcond.reproduce import ABLATIONS, METHODS, _aggregator, _task_cosine
+    from gradkit_gcond.task import MaskedAutoencoder
+
+    m = MaskedAutoencoder(width=4)
+    full, noproj = _aggregator("gcond-exact", m, 2), _aggregator("gcond-exact-noproj", m, 2)
+    assert isinstance(noproj, GradientConductor) and noproj.max_iters == 0 and full.max_iters == 4
+    assert not noproj.stochastic and _aggregator("gcond-stochastic-noproj", m, 2).stochastic
+    assert _aggregator("gcond-stochastic-code", m, 2).dominance_rule == "code"
+    assert set(ABLATIONS) <= set(METHODS)
+    a, b = [torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])]
+    assert _task_cosine({"l1": a, "ssim": b}) == pytest.approx(-1 / math.sqrt(2))
+    with pytest.raises(ValueError, match="unknown method"):
+        _aggregator("adam", m, 2)

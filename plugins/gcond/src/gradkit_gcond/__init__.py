@@ -66,7 +66,7 @@ def gradkit_register_reproductions(register):
         "gcond",
         "gradkit_gcond.reproduce:run",
         summary="GCond (exact/stochastic) vs linear sum, PCGrad, CAGrad, GradNorm on masked reconstruction "
-                "with L1 + SSIM losses (generated images, small conv autoencoder)",
+                "with conflicting L1 (clean) + SSIM (inverted) targets, 3 seeds, conflict rate, no-projection ablation",
         paper=PAPER,
     )
 
