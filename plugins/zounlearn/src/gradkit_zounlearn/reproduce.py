@@ -5,7 +5,7 @@
    lie on the int4 grid, the setting in which Zhang et al. (2024)'s failure mode is exact -- an
    unlearning update smaller than half a quantization bin is rounded back to the original codes.
 2. For each seed, the facts of 15 % of the entities (a different random forget set per seed) are
-   unlearned with NPO (and GradDiff at the full level) using AdamW (first order), signSGD,
+   unlearned with NPO and GradDiff (NPO only when quick) using AdamW (first order), signSGD,
    signAdam, ZO-Adam and the hybrid FO-ZO optimizer.  Every run stops as soon as the forget-set
    KnowMem reaches the same target (checked every ``eval_every`` steps): matched pre-attack
    forgetting, same stopping rule for every optimizer.
@@ -36,7 +36,7 @@ CONFIGS = {
                   target=0.5, relearn_steps=50, relearn_lr=1e-4, q=4, seeds=1, retrain_per_seed=False,
                   on_grid=True, bits=4, group_size=32),
     "default": dict(n_entities=90, length=32, d_model=64, n_layer=2, n_head=4, train_steps=1000, batch=64,
-                    train_lr=3e-3, forget_frac=0.15, objectives=("npo",), max_steps=300, eval_every=1,
+                    train_lr=3e-3, forget_frac=0.15, objectives=("npo", "graddiff"), max_steps=300, eval_every=1,
                     target=0.5, relearn_steps=50, relearn_lr=1e-4, q=4, seeds=3, retrain_per_seed=False,
                     on_grid=True, bits=4, group_size=32),
     "full": dict(n_entities=90, length=32, d_model=64, n_layer=2, n_head=4, train_steps=1000, batch=64,
