@@ -66,16 +66,16 @@ class UnlearnerConformance:
     # ------------------------------------------------------------------ hooks for subclasses
     @pytest.fixture
     def make_model(self):  # pragma: no cover - must be overridden
-        raise NotImplementedError("UnlearnerConformance subclasses provide a `make_model` fixture "
-                                  "returning a callable that builds a fresh model")
+        pytest.fail("UnlearnerConformance subclasses provide a `make_model` fixture "
+                    "returning a callable that builds a fresh model")
 
     @pytest.fixture
     def forget_loader(self):  # pragma: no cover - must be overridden
-        raise NotImplementedError("UnlearnerConformance subclasses provide a `forget_loader` fixture")
+        pytest.fail("UnlearnerConformance subclasses provide a `forget_loader` fixture")
 
     @pytest.fixture
     def retain_loader(self):  # pragma: no cover - must be overridden
-        raise NotImplementedError("UnlearnerConformance subclasses provide a `retain_loader` fixture")
+        pytest.fail("UnlearnerConformance subclasses provide a `retain_loader` fixture")
 
     def make_unlearner(self, model, **kwargs):
         """Build the unlearner for ``model`` (through the registry by default)."""
