@@ -317,8 +317,6 @@ class Registry:
         if not matches and "/" in name:
             plugin, _, bare = name.partition("/")
             matches = [s for s in self._matches(bare, kind) if s.plugin == plugin]
-            if not matches and plugin in self._plugins:
-                pass  # fall through to the unknown-name error below
         if not matches:
             raise UnknownNameError(self._unknown_message(name, kind))
         if len(matches) > 1 and kind is None:
