@@ -121,7 +121,7 @@ def test_bad_hyperparameters_and_parameters_are_clear_errors():
         Lion([torch.zeros(1, requires_grad=True)], betas=(0.9, 1.5))
     with pytest.raises(TypeError, match="complex"):
         Lion([torch.zeros(2, dtype=torch.complex64, requires_grad=True)])
-    sp = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.tensor([1.0]), (3,)).requires_grad_(True)
+    sp = torch.sparse_coo_tensor(torch.tensor([[0]]), torch.tensor([1.0]), (3,), check_invariants=True).requires_grad_(True)
     with pytest.raises(TypeError, match="sparse"):
         Lion([sp])
 

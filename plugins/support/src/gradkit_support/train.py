@@ -24,7 +24,7 @@ def train_classifier(model: torch.nn.Module, data: Iterable, optimizer: torch.op
             loss = loss_fn(logits_of(model(x)), y)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if on_step is not None:
                 on_step(len(losses), losses[-1])
     return losses
