@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradkit_support.models import logits_of
+from gradkit_support.train import stop_requested
 
 MODES = ("codeeraser", "ga", "cu", "ssga")
 
@@ -253,11 +254,7 @@ class CodeEraser:
                 rec["retain_loss"] = float(lr_.detach())
             self.history.append(rec)
             self.steps_taken = step + 1
-            if stop_fn is not None and self.steps_taken % eval_every == 0:
-                was = self.model.training
-                stop = bool(stop_fn(self.model))
-                self.model.train(was)
-                if stop:
-                    break
+            if stop_fn is not None and self.steps_taken % eval_every == 0 and stop_requested(self.model, stop_fn):
+                break
         self.model.eval()
         return self.model

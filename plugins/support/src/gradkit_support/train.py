@@ -62,3 +62,12 @@ def lm_eval(model: torch.nn.Module, tokens: torch.Tensor, block_size: int, batch
         tot += float(lm_loss(model, x, y))
     model.train()
     return tot / n_batches
+
+
+def stop_requested(model: torch.nn.Module, stop_fn: Callable[[torch.nn.Module], bool]) -> bool:
+    """Call an early-stopping check on ``model`` and restore its train/eval mode afterwards."""
+    was = model.training
+    try:
+        return bool(stop_fn(model))
+    finally:
+        model.train(was)

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gradkit_support.models import logits_of
+from gradkit_support.train import stop_requested
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "sign-sgd", "sign-adam", "zo", "hybrid-fo-zo")
 
@@ -226,11 +227,7 @@ class LMUnlearner:
                 loss = opt.step(closure)
             self.history.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
             self.steps_taken = step + 1
-            if stop_fn is not None and self.steps_taken % eval_every == 0:
-                was = self.model.training
-                stop = bool(stop_fn(self.model))
-                self.model.train(was)
-                if stop:
-                    break
+            if stop_fn is not None and self.steps_taken % eval_every == 0 and stop_requested(self.model, stop_fn):
+                break
         self.model.eval()
         return self.model
