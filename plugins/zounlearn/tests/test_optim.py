@@ -6,7 +6,7 @@ import torch
 import gradkit_core as gk
 from gradkit_core.testing.optimizers import OptimizerConformance
 
-from gradkit_zounlearn.optim import HybridFOZO, SignAdam, SignSGD, ZOOptimizer, quantize_update
+from gradkit_zounlearn.optim import HybridFOZO, SignAdam, ZOOptimizer
 
 A = torch.tensor([[3.0, 0.5, 0.0, 0.2], [0.5, 2.0, 0.1, 0.0], [0.0, 0.1, 1.0, 0.3], [0.2, 0.0, 0.3, 0.5]])
 B = torch.tensor([1.0, -2.0, 0.5, 0.0])
@@ -92,31 +92,6 @@ def test_zo_needs_closure_and_finite_loss():
                 dict(base="rmsprop"), dict(lr=-1.0)):
         with pytest.raises(ValueError):
             ZOOptimizer([p], **bad)
-
-
-def test_sign_sgd_hand_computed_steps():
-    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
-    opt = SignSGD([p], lr=0.1, weight_decay=0.5)
-    p.grad = torch.tensor([0.3, -4.0, 0.0])
-    opt.step()
-    # decoupled decay then sign step: p*(1 - 0.1*0.5) - 0.1*sign(g)
-    assert torch.allclose(p.detach(), torch.tensor([1.0 * 0.95 - 0.1, -2.0 * 0.95 + 0.1, 0.5 * 0.95]))
-    q = torch.nn.Parameter(torch.zeros(2))
-    opt = SignSGD([q], lr=1.0, momentum=0.5)
-    q.grad = torch.tensor([1.0, -1.0])
-    opt.step()  # m = 0.5*g
-    q.grad = torch.tensor([-3.0, -1.0])
-    opt.step()  # m = 0.5*(0.5, -0.5) + 0.5*(-3, -1) = (-1.25, -0.75)
-    assert torch.equal(q.detach(), torch.tensor([-1.0 + 1.0, 1.0 + 1.0]))
-
-
-def test_quantize_update_levels():
-    x = torch.tensor([0.9, -0.3, 0.05, -0.9, 0.0])
-    assert torch.equal(quantize_update(x, 1), torch.tensor([1.0, -1.0, 1.0, -1.0, 0.0]))
-    # 2 bits: levels {-1, 0, 1} * max|x|-normalised
-    assert torch.equal(quantize_update(x, 2), torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0]))
-    q3 = quantize_update(x, 3)  # 3 levels per side: round(x/0.9*3)/3
-    assert torch.allclose(q3, torch.round(x / 0.9 * 3) / 3)
 
 
 def test_sign_adam_hand_computed_steps():
@@ -217,16 +192,6 @@ def test_registered_defaults():
     assert isinstance(gk.create("sign-adam", p, kind="optimizers"), SignAdam)
     h = gk.create("hybrid-fo-zo", p, kind="optimizers")
     assert h.defaults["schedule"] == "alternate" and h.defaults["period"] == 1
-
-
-class TestSignSGDConformance(OptimizerConformance):
-    name = "sign-sgd"
-    kwargs = {"lr": 1e-3}
-
-
-class TestSignSGDMomentumConformance(OptimizerConformance):
-    name = "sign-sgd"
-    kwargs = {"lr": 1e-3, "momentum": 0.9}
 
 
 class TestSignAdamConformance(OptimizerConformance):

@@ -39,14 +39,6 @@ def gradkit_register_optimizers(register):
         tags=["memory-efficient", "block-coordinate", "baseline"],
         defaults={"lr": 1e-3, "density": 0.25, "update_gap": 200},
     )
-    register(
-        "frugal-signsgd",
-        "gradkit_frugal.optim:SignSGD",
-        summary="Plain signSGD (no state) with decoupled weight decay: FRUGAL's state-free rule on every parameter",
-        paper=PAPER,
-        tags=["sign", "stateless", "baseline"],
-        defaults={"lr": 1e-4},
-    )
 
 
 @hookimpl

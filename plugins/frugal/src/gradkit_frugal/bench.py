@@ -85,7 +85,7 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
         "frugal rho=0": lambda: FRUGAL(frugal_param_groups(model), density=0.0),
         "galore-style rho=0.25": lambda: galore_style(frugal_param_groups(model), density=0.25),
         "badam-style rho=0.25": lambda: badam_style(frugal_param_groups(model), density=0.25),
-        "frugal-signsgd": lambda: SignSGD(params, lr=1e-4),
+        "sign-sgd": lambda: SignSGD(params, lr=1e-4),
     }
     gt = _galore_torch_factory()
     if gt is not None:

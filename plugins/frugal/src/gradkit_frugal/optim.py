@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from gradkit_support.baselines import SignSGD  # noqa: F401  (shared baseline, re-exported)
+
 PROJ_TYPES = ("block", "column", "randk", "svd")
 STATE_FREE_RULES = ("sign_sgd", "sgd", "none")
 BLOCK_ORDERS = ("random", "descending", "ascending")
@@ -485,39 +487,6 @@ def badam_style(params: Iterable, lr: float = 1e-3, density: float = 0.25, updat
             raise TypeError(f"badam_style fixes {key}; use FRUGAL directly to change it")
     return FRUGAL(params, lr=lr, density=density, update_gap=update_gap, block_order=block_order, proj_type="block",
                   state_free="none", **kwargs)
-
-
-class SignSGD(Optimizer):
-    """Plain signSGD with decoupled weight decay: ``p ← p(1 − η·wd) − η·sign(g)``.  Keeps no state."""
-
-    def __init__(self, params: Iterable, lr: float = 1e-4, weight_decay: float = 0.0):
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for gi, group in enumerate(self.param_groups):
-            for i, p in enumerate(group["params"]):
-                g = p.grad
-                if g is None:
-                    continue
-                if g.is_sparse or g.is_complex():
-                    raise TypeError(f"SignSGD needs dense real gradients; param_groups[{gi}]['params'][{i}] has a "
-                                    f"{'sparse' if g.is_sparse else 'complex'} gradient")
-                if not torch.isfinite(g).all():
-                    raise ValueError(f"non-finite gradient (nan/inf) in param_groups[{gi}]['params'][{i}] "
-                                     f"(shape {tuple(p.shape)}); expected finite values")
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(torch.sign(g), alpha=-group["lr"])
-        return loss
 
 
 # ---------------------------------------------------------------------- param groups

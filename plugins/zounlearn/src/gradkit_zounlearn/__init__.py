@@ -25,14 +25,6 @@ def gradkit_register_optimizers(register):
         defaults={"lr": 1e-4, "base": "adam", **_ZO},
     )
     register(
-        "sign-sgd",
-        "gradkit_zounlearn.optim:SignSGD",
-        summary="signSGD / Signum: step along Q(m; N) of the (momentum) gradient, sign for N = 1",
-        paper=PAPER,
-        tags=["sign", "compressed", "unlearning"],
-        defaults={"lr": 1e-4, "momentum": 0.0, "bits": 1},
-    )
-    register(
         "sign-adam",
         "gradkit_zounlearn.optim:SignAdam",
         summary="Sign-compressed Adam: step along Q(Adam direction; N), sign for N = 1",

@@ -29,24 +29,10 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.optim import Optimizer
 
+from gradkit_support.baselines import SignSGD, quantize_update  # noqa: F401  (shared baseline, re-exported)
+
 _EST = ("central", "forward")
 _DIR = ("gaussian", "rademacher", "sphere")
-
-
-def quantize_update(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """``Q(x; N)``: ``sign(x)`` for ``N = 1``; otherwise ``x / max|x|`` rounded to ``2^(N-1) - 1`` levels.
-
-    The output lies in ``[-1, 1]`` so that ``lr`` keeps the meaning of the largest step.
-    """
-    if bits == 1:
-        return torch.where(torch.isnan(x), x, torch.sign(x))  # sign(NaN) would be 0: keep NaN visible
-    levels = 2 ** (bits - 1) - 1
-    scale = x.abs().amax()
-    if not torch.isfinite(scale):
-        return x * float("nan")
-    if scale == 0:
-        return torch.zeros_like(x)
-    return torch.round(x / scale * levels) / levels
 
 
 def _check_common(lr, weight_decay, bits=None):
@@ -61,48 +47,6 @@ def _check_common(lr, weight_decay, bits=None):
 def _check_betas(betas):
     if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
         raise ValueError(f"invalid betas {betas}: each must be in [0, 1)")
-
-
-class SignSGD(Optimizer):
-    """signSGD / Signum: ``theta <- theta(1 - lr*wd) - lr * Q(m; bits)``, ``m = g`` or its EMA.
-
-    ``momentum = 0`` (default) is signSGD; ``momentum > 0`` uses ``m <- momentum*m + (1-momentum)*g``.
-    """
-
-    def __init__(self, params, lr: float = 1e-4, momentum: float = 0.0, weight_decay: float = 0.0, bits: int = 1):
-        _check_common(lr, weight_decay, bits)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"invalid momentum {momentum}: expected 0 <= momentum < 1")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, bits=bits))
-
-    @torch.no_grad()
-    def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, mom, wd, bits = group["lr"], group["momentum"], group["weight_decay"], group["bits"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("SignSGD does not support sparse gradients")
-                state = self.state[p]
-                if len(state) == 0:
-                    state["step"] = 0
-                    if mom > 0:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                state["step"] += 1
-                d = p.grad
-                if mom > 0:
-                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
-                    buf.mul_(mom).add_(p.grad, alpha=1 - mom)
-                    d = buf
-                if wd:
-                    p.mul_(1 - lr * wd)
-                p.add_(quantize_update(d, bits), alpha=-lr)
-        return loss
 
 
 class SignAdam(Optimizer):
