@@ -198,6 +198,14 @@ def _run_experiment(kind: str, args: argparse.Namespace) -> int:
     if args.full and "full" not in kwargs:
         print(f"error: {kind[:-1]} {spec.name!r} has no --full mode", file=sys.stderr)
         return 2
+    for opt, value in (("jobs", args.jobs), ("resume", args.resume or None)):
+        if value is None:
+            continue
+        if not (accepts_var or opt in params):
+            print(f"error: {kind[:-1]} {spec.name!r} does not take --{opt} (it runs in one process, "
+                  f"from scratch)", file=sys.stderr)
+            return 2
+        kwargs[opt] = value
     t0 = time.perf_counter()
     result = fn(**kwargs)
     elapsed = time.perf_counter() - t0
@@ -216,6 +224,16 @@ def _run_experiment(kind: str, args: argparse.Namespace) -> int:
     if args.check and not result.all_passed:
         return 1
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -310,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--out", help="output directory (default results/NAME)")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--no-progress", action="store_true")
+        s.add_argument("--jobs", type=_positive_int, default=None,
+                       help="worker processes for independent runs, where the plugin supports it")
+        s.add_argument("--resume", action="store_true",
+                       help="reuse the finished runs stored under OUT/runs, where the plugin supports it")
         s.add_argument("--check", action="store_true", help="exit 1 if a claim does not hold")
         s.set_defaults(func=func)
 

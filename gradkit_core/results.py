@@ -155,3 +155,73 @@ def progress(iterable=None, total=None, desc: str = "", enabled: bool = True, **
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, **kw)
+
+
+def run_many(fn, tasks: Sequence[Dict[str, Any]], *, jobs: int = 1, cache_dir: Path | str | None = None,
+             resume: bool = False, progress_bar: bool = False, desc: str = "runs",
+             shared: Optional[Dict[str, Any]] = None) -> List[Any]:
+    """Run ``fn(**task, **shared)`` for every task, in ``jobs`` worker processes; results in task order.
+
+    For long reproductions made of independent runs (algorithm x seed). ``fn`` must be a
+    module-level function (workers are *spawned*, so it is imported by name) returning JSON-able
+    data. With ``cache_dir`` each finished run is written to ``cache_dir/<task>.json`` as soon as
+    it ends, so hours of work survive an interruption; with ``resume=True`` a run whose file holds
+    the same task is read back instead of being run again. A stored file for a different task is
+    never reused (it is overwritten when that run finishes). ``shared`` keyword arguments go to every
+    call but are not part of a run's identity (a progress switch, say).
+    """
+    import hashlib
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if resume and cache_dir is None:
+        raise ValueError("resume=True needs a cache_dir to read finished runs from")
+    shared = dict(shared or {})
+    tasks = [dict(t) for t in tasks]
+    clean_tasks = [_clean(t) for t in tasks]
+    cache = Path(cache_dir) if cache_dir is not None else None
+    paths: List[Optional[Path]] = []
+    for t in clean_tasks:
+        if cache is None:
+            paths.append(None)
+            continue
+        text = json.dumps(t, sort_keys=True)
+        label = "-".join(_safe(str(v)) for k, v in sorted(t.items()) if isinstance(v, (str, int)) and len(str(v)) <= 24)
+        paths.append(cache / f"{label[:80]}-{hashlib.sha1(text.encode()).hexdigest()[:10]}.json")
+    results: List[Any] = [None] * len(tasks)
+    todo = []
+    for i, (t, p) in enumerate(zip(clean_tasks, paths)):
+        if resume and p is not None and p.exists():
+            stored = json.loads(p.read_text())
+            if stored.get("task") == t:
+                results[i] = stored["result"]
+                continue
+        todo.append(i)
+
+    def _store(i: int, value: Any) -> None:
+        results[i] = _clean(value)
+        if paths[i] is not None:
+            paths[i].parent.mkdir(parents=True, exist_ok=True)
+            tmp = paths[i].with_suffix(".tmp")
+            tmp.write_text(json.dumps({"task": clean_tasks[i], "result": results[i]}))
+            tmp.replace(paths[i])
+
+    bar = progress(total=len(tasks), initial=len(tasks) - len(todo), desc=desc, enabled=progress_bar)
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            for i in todo:
+                _store(i, fn(**tasks[i], **shared))
+                bar.update(1)
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
+                futures = {pool.submit(fn, **tasks[i], **shared): i for i in todo}
+                for fut in as_completed(futures):
+                    _store(futures[fut], fut.result())
+                    bar.update(1)
+    finally:
+        bar.close()
+    return results

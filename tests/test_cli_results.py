@@ -8,7 +8,7 @@ import pytest
 import gradkit_core as gk
 from gradkit_core import cli, hookimpl
 from gradkit_core.registry import Registry
-from gradkit_core.results import Result, format_table
+from gradkit_core.results import Result, format_table, run_many
 
 CALLS = []
 
@@ -24,6 +24,11 @@ def fake_repro(*, quick=False, out=None, seed=0, progress=True):
     return res
 
 
+def fake_parallel(*, out=None, seed=0, progress=True, jobs=1, resume=False):
+    CALLS.append(dict(jobs=jobs, resume=resume))
+    return Result("par")
+
+
 def not_a_result(**kw):
     return {"score": 1}
 
@@ -36,6 +41,7 @@ def toy_registry(monkeypatch):
     def gradkit_register_reproductions(register):
         register("toy", fake_repro, summary="toy")
         register("bad", not_a_result)
+        register("par", fake_parallel)
 
     mod.gradkit_register_reproductions = hookimpl(gradkit_register_reproductions)
 
@@ -73,6 +79,69 @@ def test_check_flag_fails_on_a_failed_claim(toy_registry, tmp_path):
 def test_full_flag_refused_when_unsupported(toy_registry, tmp_path, capsys):
     assert cli.main(["reproduce", "toy", "--full", "--out", str(tmp_path)]) == 2
     assert "--full" in capsys.readouterr().err
+
+
+def test_jobs_and_resume_reach_plugins_that_take_them(toy_registry, tmp_path):
+    assert cli.main(["reproduce", "par", "--jobs", "3", "--resume", "--out", str(tmp_path)]) == 0
+    assert CALLS[-1] == dict(jobs=3, resume=True)
+    assert cli.main(["reproduce", "par", "--out", str(tmp_path)]) == 0
+    assert CALLS[-1] == dict(jobs=1, resume=False)  # not given: the plugin's defaults
+
+
+@pytest.mark.parametrize("flag", [["--jobs", "2"], ["--resume"]])
+def test_jobs_and_resume_refused_where_unsupported(toy_registry, tmp_path, capsys, flag):
+    assert cli.main(["reproduce", "toy", *flag, "--out", str(tmp_path)]) == 2
+    assert f"does not take {flag[0]}" in capsys.readouterr().err
+    assert CALLS == []
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_jobs_must_be_a_positive_integer(toy_registry, capsys, bad):
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "par", "--jobs", bad])
+    assert "positive integer" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- run_many
+def test_run_many_in_processes_keeps_task_order(tmp_path):
+    tasks = [dict(obj=[i, "x" * i]) for i in range(5)]
+    serial = run_many(json.dumps, tasks, jobs=1)
+    parallel = run_many(json.dumps, tasks, jobs=3, cache_dir=tmp_path)  # spawned workers import json.dumps
+    assert serial == parallel == [json.dumps([i, "x" * i]) for i in range(5)]
+    assert len(list(tmp_path.glob("*.json"))) == 5
+
+
+def test_run_many_stores_each_run_and_resume_reuses_only_matching_tasks(tmp_path):
+    calls = []
+
+    def fn(a, b, verbose=False):
+        calls.append((a, b))
+        return {"sum": a + b}
+
+    tasks = [dict(a=1, b=2), dict(a=3, b=4)]
+    assert run_many(fn, tasks, cache_dir=tmp_path, shared=dict(verbose=True)) == [{"sum": 3}, {"sum": 7}]
+    assert calls == [(1, 2), (3, 4)]
+    # a rerun without resume runs everything again
+    run_many(fn, tasks, cache_dir=tmp_path)
+    assert len(calls) == 4
+    # resume: stored runs are read back; a new task runs; shared kwargs are not part of a run's identity
+    calls.clear()
+    out = run_many(fn, tasks + [dict(a=5, b=6)], cache_dir=tmp_path, resume=True, shared=dict(verbose=False))
+    assert out == [{"sum": 3}, {"sum": 7}, {"sum": 11}] and calls == [(5, 6)]
+    # a stored file whose task differs (same file name, edited by hand) is not trusted
+    path = next(p for p in tmp_path.glob("*.json") if json.loads(p.read_text())["task"] == dict(a=1, b=2))
+    stored = json.loads(path.read_text())
+    stored["task"]["b"] = 99
+    path.write_text(json.dumps(stored))
+    calls.clear()
+    assert run_many(fn, tasks[:1], cache_dir=tmp_path, resume=True) == [{"sum": 3}] and calls == [(1, 2)]
+
+
+def test_run_many_bad_arguments():
+    with pytest.raises(ValueError, match="positive integer"):
+        run_many(json.dumps, [], jobs=0)
+    with pytest.raises(ValueError, match="cache_dir"):
+        run_many(json.dumps, [], resume=True)
 
 
 def test_non_result_return_is_reported(toy_registry, tmp_path, capsys):

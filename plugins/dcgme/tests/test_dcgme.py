@@ -249,3 +249,16 @@ def test_reproduction_quick_claims_hold():
     res = run(quick=True, progress=False)
     failed = [c.text for c in res.claims if not c.passed]
     assert not failed, failed
+
+
+def test_reproduction_runs_are_stored_and_resumed(tmp_path):
+    """Each (algorithm, seed) run is written under out/runs; resume reads them back instead of rerunning."""
+    from gradkit_dcgme.reproduce import run
+
+    first = run(quick=True, iterations=1, out=tmp_path, progress=False)
+    stored = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert len(stored) == 3 and [n.split("-0-")[0] for n in stored] == ["dcg-me", "map-elites", "pga-me"]
+    again = run(quick=True, iterations=1, out=tmp_path, progress=False, resume=True)
+    assert again.rows == first.rows  # time_s included: nothing was rerun
+    other = run(quick=True, iterations=2, out=tmp_path, progress=False, resume=True)  # another preset: runs
+    assert [r["evaluations"] for r in other.rows] == [r["evaluations"] + 32 for r in first.rows]

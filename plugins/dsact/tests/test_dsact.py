@@ -305,3 +305,21 @@ def test_multidimensional_mujoco_action_space(tmp_path):
     assert mean.shape == (2, 4) and np.all(std > 0)
     agent.save(tmp_path / "hc.pt")
     np.testing.assert_array_equal(DSACT.load(tmp_path / "hc.pt").predict(obs), acts)
+
+
+def test_jobs_and_resume_are_for_the_full_runs_only():
+    from gradkit_dsact.reproduce import run
+
+    with pytest.raises(ValueError, match="--full"):
+        run(quick=True, jobs=2)
+
+
+def test_full_runs_are_stored_and_resumed(tmp_path):
+    pytest.importorskip("mujoco")
+    from gradkit_dsact.reproduce import run
+
+    first = run(full=True, steps=60, seeds=[0], out=tmp_path, progress=False)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
+    assert [r["method"] for r in first.rows] == ["DSAC-T", "DSAC-v1", "SAC"]
+    again = run(full=True, steps=60, seeds=[0], out=tmp_path, progress=False, resume=True)
+    assert again.rows == first.rows  # wall_s included: read back, not rerun

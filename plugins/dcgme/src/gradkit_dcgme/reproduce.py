@@ -72,7 +72,13 @@ def run_one(algo: str, preset: Dict[str, Any], seed: int, progress: bool = False
 
 
 def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, progress: bool = True,
-        iterations: int = None, seeds: List[int] = None) -> Result:  # noqa: ARG001
+        iterations: int = None, seeds: List[int] = None, jobs: int = 1, resume: bool = False) -> Result:
+    """``jobs`` runs the (algorithm, seed) runs in parallel processes; each finished run is stored
+    under ``out/runs`` and, with ``resume=True``, reused instead of being run again."""
+    from pathlib import Path
+
+    from gradkit_core.results import run_many
+
     name = "full" if full else ("quick" if quick else "default")
     preset = dict(PRESETS[name])
     if iterations is not None:
@@ -80,12 +86,14 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
     run_seeds = [seed + s for s in (seeds if seeds is not None else preset["seeds"])]
     res = Result("dcgme", title=f"DCG-ME vs PGA-ME vs MAP-Elites on {preset['env']} ({name}: "
                                 f"{preset['iterations']} iterations, seeds {run_seeds})")
+    tasks = [dict(algo=a, preset=preset, seed=s) for a in ALGOS for s in run_seeds]
+    done = run_many(run_one, tasks, jobs=jobs, cache_dir=Path(out) / "runs" if out is not None else None,
+                    resume=resume, progress_bar=progress and jobs > 1, desc="dcgme runs",
+                    shared=dict(progress=progress and jobs == 1))
     runs: Dict[str, List[Dict[str, Any]]] = {a: [] for a in ALGOS}
-    for algo in ALGOS:
-        for s in run_seeds:
-            r = run_one(algo, preset, s, progress)
-            runs[algo].append(r)
-            res.add_row(**r["row"])
+    for task, r in zip(tasks, done):
+        runs[task["algo"]].append(r)
+        res.add_row(**r["row"])
     mean = {a: {k: float(np.mean([r["row"][k] for r in runs[a]])) for k in ("qd_score", "coverage", "max_fitness", "evaluations")}
             for a in ALGOS}
     for a in ALGOS:

@@ -60,11 +60,17 @@ def _train(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_
 
 
 def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, progress: bool = True,
-        steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None) -> Result:
-    """Run the reproduction; ``steps`` / ``seeds`` override the env-step budget and seed list."""
+        steps: Optional[int] = None, seeds: Optional[Sequence[int]] = None, jobs: int = 1,
+        resume: bool = False) -> Result:
+    """Run the reproduction; ``steps`` / ``seeds`` override the env-step budget and seed list.
+
+    ``jobs`` / ``resume`` (``--full`` only): run the (agent, seed) runs in parallel processes and
+    reuse the finished runs stored under ``out/runs``."""
     seeds = list(seeds) if seeds is not None else [seed]
     if full:
-        return _run_full(out=out, seeds=seeds, progress=progress, steps=steps or 100_000)
+        return _run_full(out=out, seeds=seeds, progress=progress, steps=steps or 100_000, jobs=jobs, resume=resume)
+    if jobs != 1 or resume:
+        raise ValueError("jobs/resume apply to the --full runs only; the Pendulum runs take minutes")
     n_steps = steps or (4000 if quick else 5000)
     eval_every = 1000 if quick else 500
     eval_episodes = 5
@@ -116,31 +122,58 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
     return res
 
 
-def _run_full(*, out, seeds, progress, steps: int) -> Result:
+def _train_record(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int, hp: Dict,
+                  reward_scale: float, q_bias_every: Optional[int], progress: bool = False) -> Dict:
+    """One run as plain data (for :func:`gradkit_core.results.run_many`): curves, bias curve, timings."""
+    bar = _progress(total=steps, desc=f"{algo} seed {seed}", enabled=progress)
+    try:
+        r = _train(algo, env_id, seed, steps, eval_every, eval_episodes, hp, reward_scale, q_bias_every, bar)
+    finally:
+        bar.close()
+    r.pop("agent")
+    return r
+
+
+def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool = False) -> Result:
+    from pathlib import Path
+
+    from gradkit_core.results import run_many
+
     env_id = "Hopper-v5"
     eval_every = max(steps // 20, 1)
     res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC on {env_id} ({steps} env steps, UTD 1, seeds {seeds})")
     res.meta.update(env=env_id, steps=steps, seeds=seeds, hp=dict(MUJOCO_HP))
-    bar = _progress(total=steps * len(ALGOS) * len(seeds), desc="dsact reproduce --full", enabled=progress)
+    tasks = []
+    for algo in ALGOS:
+        hp = dict(MUJOCO_HP)
+        if algo == "sac":
+            hp["activation"] = "relu"
+        tasks += [dict(algo=algo, env_id=env_id, seed=s, steps=steps, eval_every=eval_every, eval_episodes=5, hp=hp,
+                       reward_scale=1.0, q_bias_every=eval_every) for s in seeds]
+    done = run_many(_train_record, tasks, jobs=jobs, cache_dir=Path(out) / "runs" if out is not None else None,
+                    resume=resume, progress_bar=progress, desc="dsact --full runs",
+                    shared=dict(progress=progress and jobs == 1))
     finals, biases = {}, {}
-    try:
-        for algo in ALGOS:
-            hp = dict(MUJOCO_HP)
-            if algo == "sac":
-                hp["activation"] = "relu"
-            runs = [_train(algo, env_id, s, steps, eval_every, 5, hp, 1.0, eval_every, bar) for s in seeds]
-            finals[algo] = float(np.mean([r["final"] for r in runs]))
-            bx = [b[0] for b in runs[0]["bias"]]
-            by = np.mean([[b[1] for b in r["bias"]] for r in runs], axis=0)
-            biases[algo] = float(np.mean(by[len(by) // 2:]))
-            res.add_curve(f"{env_id} return", LABEL[algo], runs[0]["x"], np.mean([r["y"] for r in runs], axis=0))
-            res.add_curve(f"{env_id} normalized Q bias", LABEL[algo], bx, by)
-            res.add_row(method=LABEL[algo], final_return=finals[algo], q_bias_second_half=biases[algo],
+    for algo in ALGOS:
+        runs = [r for t, r in zip(tasks, done) if t["algo"] == algo]
+        finals[algo] = float(np.mean([r["final"] for r in runs]))
+        bx = [b[0] for b in runs[0]["bias"]]
+        by = np.mean([[b[1] for b in r["bias"]] for r in runs], axis=0)
+        biases[algo] = float(np.mean(by[len(by) // 2:]))
+        res.add_curve(f"{env_id} return", LABEL[algo], runs[0]["x"], np.mean([r["y"] for r in runs], axis=0))
+        res.add_curve(f"{env_id} normalized Q bias", LABEL[algo], bx, by)
+        for t, r in zip(tasks, done):
+            if t["algo"] == algo:
+                res.add_row(method=LABEL[algo], seed=t["seed"], final_return=r["final"], best_return=r["best"],
+                            q_bias_second_half=float(np.mean([b[1] for b in r["bias"]][len(r["bias"]) // 2:])),
+                            wall_s=r["wall"])
+        if len(runs) > 1:
+            res.add_row(method=LABEL[algo], seed="mean", final_return=finals[algo], q_bias_second_half=biases[algo],
                         wall_s=float(np.mean([r["wall"] for r in runs])))
-    finally:
-        bar.close()
     res.add_claim("DSAC-T's final return >= SAC's", finals["dsac-t"] >= finals["sac"],
                   f"{finals['dsac-t']:.1f} vs {finals['sac']:.1f}")
+    res.add_claim("DSAC-T's final return >= DSAC-v1's", finals["dsac-t"] >= finals["dsac-v1"],
+                  f"{finals['dsac-t']:.1f} vs {finals['dsac-v1']:.1f}")
     res.add_claim("|Q bias| of DSAC-T < |Q bias| of SAC (second half of training)",
                   abs(biases["dsac-t"]) < abs(biases["sac"]),
                   f"{biases['dsac-t']:.3f} vs {biases['sac']:.3f}")
