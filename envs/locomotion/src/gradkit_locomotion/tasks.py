@@ -118,6 +118,9 @@ class LocomotionEnv(gym.Env):
             self._floor_id = ids[0]
             self.feet_geom_ids = np.asarray(ids[1:], dtype=np.int64)
             self._foot_index = {int(g): k for k, g in enumerate(self.feet_geom_ids)}
+            # MuJoCo's contact list object is live (it reads data.ncon and the contact buffer on
+            # access), so it is fetched once instead of on every step
+            self._contacts = self.data.contact
             low = np.zeros(len(self.feet))
             high = np.ones(len(self.feet))
             self.desc_bound = None
@@ -170,7 +173,7 @@ class LocomotionEnv(gym.Env):
             return ()
         floor, foot_of = self._floor_id, self._foot_index
         touching = set()
-        for g1, g2 in self.data.contact.geom.tolist():
+        for g1, g2 in self._contacts.geom.tolist():
             if g1 == floor:
                 touching.add(foot_of.get(g2))
             elif g2 == floor:
@@ -229,7 +232,7 @@ class LocomotionEnv(gym.Env):
             data = self.data
             if data.ncon:
                 floor, foot_of, seen = self._floor_id, self._foot_index, 0
-                for g1, g2 in data.contact.geom.tolist():
+                for g1, g2 in self._contacts.geom.tolist():
                     if g1 == floor:
                         k = foot_of.get(g2, -1)
                     elif g2 == floor:
