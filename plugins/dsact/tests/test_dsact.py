@@ -307,11 +307,14 @@ def test_multidimensional_mujoco_action_space(tmp_path):
     np.testing.assert_array_equal(DSACT.load(tmp_path / "hc.pt").predict(obs), acts)
 
 
-def test_jobs_and_resume_are_for_the_full_runs_only():
+def test_pendulum_runs_in_worker_processes_equal_serial_runs(tmp_path):
     from gradkit_dsact.reproduce import run
 
-    with pytest.raises(ValueError, match="--full"):
-        run(quick=True, jobs=2)
+    serial = run(quick=True, steps=40, progress=False)
+    parallel = run(quick=True, steps=40, progress=False, jobs=2, out=tmp_path)
+    key = lambda res: [(r["method"], r["final_return"], r["updates"]) for r in res.rows]  # noqa: E731
+    assert key(parallel) == key(serial)
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
 
 
 def test_full_runs_are_stored_and_resumed(tmp_path):

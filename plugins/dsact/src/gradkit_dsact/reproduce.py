@@ -64,13 +64,15 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
         resume: bool = False) -> Result:
     """Run the reproduction; ``steps`` / ``seeds`` override the env-step budget and seed list.
 
-    ``jobs`` / ``resume`` (``--full`` only): run the (agent, seed) runs in parallel processes and
-    reuse the finished runs stored under ``out/runs``."""
+    ``jobs`` / ``resume``: run the independent (agent, reward scale, seed) runs in parallel processes
+    and reuse the finished runs stored under ``out/runs``."""
+    from pathlib import Path
+
+    from gradkit_core.results import run_many
+
     seeds = list(seeds) if seeds is not None else [seed]
     if full:
         return _run_full(out=out, seeds=seeds, progress=progress, steps=steps or 100_000, jobs=jobs, resume=resume)
-    if jobs != 1 or resume:
-        raise ValueError("jobs/resume apply to the --full runs only; the Pendulum runs take minutes")
     n_steps = steps or (4000 if quick else 5000)
     eval_every = 1000 if quick else 500
     eval_episodes = 5
@@ -79,24 +81,24 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
                                 f"seeds {seeds})")
     res.meta.update(env="Pendulum-v1", steps=n_steps, seeds=seeds, hp=dict(PENDULUM_HP), scales=list(scales),
                     eval_every=eval_every, eval_episodes=eval_episodes)
-    total = n_steps * len(ALGOS) * len(scales) * len(seeds)
-    bar = _progress(total=total, desc="dsact reproduce", enabled=progress)
+    tasks = [dict(algo=algo, env_id="Pendulum-v1", seed=s, steps=n_steps, eval_every=eval_every,
+                  eval_episodes=eval_episodes, hp=dict(PENDULUM_HP), reward_scale=scale, q_bias_every=None)
+             for scale in scales for algo in ALGOS for s in seeds]
+    done = run_many(_train_record, tasks, jobs=jobs, cache_dir=Path(out) / "runs" if out is not None else None,
+                    resume=resume, progress_bar=progress, desc="dsact reproduce runs")
     finals: Dict = {}
-    try:
-        for scale in scales:
-            for algo in ALGOS:
-                runs = [_train(algo, "Pendulum-v1", s, n_steps, eval_every, eval_episodes, PENDULUM_HP, scale,
-                               None, bar) for s in seeds]
-                curve = np.mean([r["y"] for r in runs], axis=0)
-                final = float(np.mean([r["final"] for r in runs]))
-                finals[(algo, scale)] = final
-                res.add_row(method=LABEL[algo], reward_scale=scale, final_return=final,
-                            best_return=float(np.mean([r["best"] for r in runs])),
-                            updates=runs[0]["updates"], wall_s=float(np.mean([r["wall"] for r in runs])))
-                res.add_curve("Pendulum-v1 return (reward x1)" if scale == 1.0 else f"return, reward x{scale:g}",
-                              LABEL[algo], runs[0]["x"], curve)
-    finally:
-        bar.close()
+    for scale in scales:
+        for algo in ALGOS:
+            runs = [r for t, r in zip(tasks, done) if t["algo"] == algo and t["reward_scale"] == scale]
+            curve = np.mean([r["y"] for r in runs], axis=0)
+            final = float(np.mean([r["final"] for r in runs]))
+            finals[(algo, scale)] = final
+            res.add_row(method=LABEL[algo], reward_scale=scale, final_return=final,
+                        final_std=float(np.std([r["final"] for r in runs])) if len(runs) > 1 else None,
+                        best_return=float(np.mean([r["best"] for r in runs])),
+                        updates=runs[0]["updates"], wall_s=float(np.mean([r["wall"] for r in runs])))
+            res.add_curve("Pendulum-v1 return (reward x1)" if scale == 1.0 else f"return, reward x{scale:g}",
+                          LABEL[algo], runs[0]["x"], curve)
 
     dsact = finals[("dsac-t", 1.0)]
     res.add_claim("DSAC-T reaches a mean evaluation return above -250 on Pendulum-v1", dsact > -250,
