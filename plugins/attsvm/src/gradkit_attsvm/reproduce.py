@@ -1,0 +1,226 @@
+"""Reproduction of the paper's numerical checks (Sec. 6 / the official notebooks), CPU scale.
+
+1. **Convergence to the Att-SVM** (notebook ``local_converge``): n = 6, T = 8, d = 10, unit-norm
+   tokens and cross-attention queries, unit head v, y = ±1; normalized GD, lr 0.1, float64,
+   2000 iterations; 50 seeded problems (quick: 8).  After training, the selected tokens are the
+   argmax of the final softmax (local rule, recorded per run, with whether it equals the global
+   rule ``argmax_t y_i x_{i,t}ᵀ v``) and both Att-SVMs are solved for them.  Metric: correlation
+   of the trained ``W`` (or ``K Qᵀ``) with ``W^mm_fro`` and ``W^mm_nuc``, and the mean largest
+   softmax probability.  Baselines: plain (unnormalized) GD at the same lr, W vs (K, Q), random
+   vs zero initialisation.
+2. **Rank of the SVM solutions** (notebook ``svm_rank``): globally optimal tokens, (n, T) pairs of
+   the notebook, d ∈ {1, 2, 3, 4, 5, 10, 15, 20}; mean numerical rank of ``W^mm_fro`` vs
+   ``W^mm_nuc`` (infeasible selections skipped, as in the notebook, and counted).
+3. **Over-parametrization** (not in quick): fraction of runs whose GD selection is the global one,
+   as d grows.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+from gradkit_core.results import Result, progress
+
+CONFIGS = [
+    # label, param, optimizer, init
+    ("W, normalized GD", "W", "normalized", "random"),
+    ("(K,Q), normalized GD", "KQ", "normalized", "random"),
+    ("W, plain GD", "W", "gd", "random"),
+    ("(K,Q), plain GD", "KQ", "gd", "random"),
+    ("W, normalized GD, zero init", "W", "normalized", "zero"),
+    ("(K,Q), normalized GD, zero init", "KQ", "normalized", "zero"),
+]
+TARGET = {"W": "fro", "KQ": "nuc"}
+
+
+class _SVMCache:
+    """Att-SVM solutions keyed by (problem seed, selection, norm); None marks an infeasible selection."""
+
+    def __init__(self):
+        self.store: Dict[Tuple, Optional[np.ndarray]] = {}
+        self.solves = 0
+        self.time = 0.0
+
+    def get(self, seed, X, Z, ids, norm):
+        from .svm import AttSVMError, solve_att_svm
+
+        key = (seed, tuple(int(i) for i in ids), norm)
+        if key not in self.store:
+            t0 = time.perf_counter()
+            try:
+                self.store[key] = solve_att_svm(X, Z, ids, norm)
+            except AttSVMError:
+                self.store[key] = None
+            self.time += time.perf_counter() - t0
+            self.solves += 1
+        return self.store[key]
+
+
+def _corr_or_nan(W, Wmm) -> float:
+    from .model import corr
+
+    if Wmm is None or not np.any(W):
+        return float("nan")
+    return corr(W, Wmm)
+
+
+def _convergence(res: Result, runs: int, iters: int, seed: int, show: bool, cache: _SVMCache):
+    from .model import global_tokens, make_data
+    from .svm import numerical_rank
+    from .train import train_runs
+
+    seeds = [seed + r for r in range(runs)]
+    problems = [make_data(6, 8, 10, seed=s) for s in seeds]
+    glob = [global_tokens(X, y, v).numpy() for X, y, Z, v in problems]
+    summary = {}
+    for label, param, optimizer, init in progress(CONFIGS, desc="attsvm: GD runs", enabled=show):
+        t0 = time.perf_counter()
+        out = train_runs(problems, param=param, optimizer=optimizer, lr=0.1, iters=iters, init=init, seeds=seeds,
+                         record_every=max(1, iters // 100))
+        train_s = time.perf_counter() - t0
+        sel = out.attention.argmax(axis=-1)  # local rule, per run
+        cf, cn, curve, is_global, infeasible, ranks = [], [], [], [], 0, []
+        for r, (X, y, Z, v) in enumerate(problems):
+            Wf = cache.get(seeds[r], X, Z, sel[r], "fro")
+            Wn = cache.get(seeds[r], X, Z, sel[r], "nuc")
+            infeasible += Wf is None
+            Wk = out.W[r, -1]
+            cf.append(_corr_or_nan(Wk, Wf))
+            cn.append(_corr_or_nan(Wk, Wn))
+            target = Wf if TARGET[param] == "fro" else Wn
+            curve.append([_corr_or_nan(Wc, target) for Wc in out.W[r]])
+            is_global.append(bool(np.array_equal(sel[r], glob[r])))
+            ranks.append(numerical_rank(Wk, 1e-3) if np.any(Wk) else 0)
+        cf, cn, curve = np.array(cf), np.array(cn), np.array(curve)
+        own = cf if TARGET[param] == "fro" else cn
+        stuck = not np.isfinite(own).any()
+        mp = out.max_prob[:, -1]
+        summary[label] = dict(fro=np.nanmean(cf) if not stuck else float("nan"),
+                              nuc=np.nanmean(cn) if not stuck else float("nan"),
+                              own=np.nanmean(own) if not stuck else float("nan"),
+                              max_prob=float(mp.mean()), curve=curve, stuck=stuck)
+        res.add_row(experiment="convergence", config=label, runs=runs, iters=iters,
+                    corr_W_fro=round(float(summary[label]["fro"]), 4), corr_W_nuc=round(float(summary[label]["nuc"]), 4),
+                    min_corr_own_svm=round(float(np.nanmin(own)), 4) if not stuck else float("nan"),
+                    frac_corr_own_gt_0_99=round(float(np.mean(own > 0.99)), 3),
+                    softmax_max_prob=round(float(mp.mean()), 4), final_loss=round(float(out.loss.mean()), 4),
+                    frac_local_is_global=round(float(np.mean(is_global)), 3),
+                    mean_rank_W_rel1e3=round(float(np.mean(ranks)), 2), svm_infeasible=int(infeasible),
+                    train_s=round(train_s, 1))
+        if not stuck:
+            res.add_curve(f"corr with own Att-SVM ({'fro for W' if param == 'W' else 'nuc for KQ'})", label,
+                          out.iters, np.nanmean(curve, axis=0))
+        res.add_curve("mean softmax max-probability", label, out.iters, out.max_prob.mean(axis=0))
+    return summary
+
+
+def _rank_study(res: Result, quick: bool, runs: int, seed: int, show: bool):
+    from .model import global_tokens, make_data
+    from .svm import AttSVMError, numerical_rank, solve_att_svm
+
+    nts = [(5, 5)] if quick else [(5, 5), (10, 5), (5, 10)]
+    ds = [1, 2, 3, 5, 10] if quick else [1, 2, 3, 4, 5, 10, 15, 20]
+    table = {}
+    jobs = [(n, T, d) for n, T in nts for d in ds]
+    for n, T, d in progress(jobs, desc="attsvm: SVM rank", enabled=show):
+        rf, rn, s, skipped = [], [], seed, 0
+        while len(rf) < runs and s < seed + 40 * runs:
+            X, y, Z, v = make_data(n, T, d, seed=s)
+            s += 1
+            ids = global_tokens(X, y, v)
+            try:
+                Wf = solve_att_svm(X, Z, ids, "fro")
+                Wn = solve_att_svm(X, Z, ids, "nuc")
+            except AttSVMError:
+                skipped += 1
+                continue
+            rf.append(numerical_rank(Wf))
+            rn.append(numerical_rank(Wn))
+        table[(n, T, d)] = (np.mean(rf) if rf else float("nan"), np.mean(rn) if rn else float("nan"), len(rf))
+        res.add_row(experiment="svm rank", config=f"n={n} T={T} d={d}", runs=len(rf),
+                    rank_fro=round(float(table[(n, T, d)][0]), 2), rank_nuc=round(float(table[(n, T, d)][1]), 2),
+                    svm_infeasible=skipped)
+    for n, T in nts:
+        xs = [d for d in ds if table[(n, T, d)][2] > 0]
+        res.add_curve("mean rank of W^mm vs d (global tokens)", f"fro n={n} T={T}", xs, [table[(n, T, d)][0] for d in xs])
+        res.add_curve("mean rank of W^mm vs d (global tokens)", f"nuc n={n} T={T}", xs, [table[(n, T, d)][1] for d in xs])
+    return table
+
+
+def _overparam(res: Result, runs: int, iters: int, seed: int, show: bool):
+    from .model import global_tokens, make_data
+    from .train import train_runs
+
+    ds = [2, 5, 10, 20]
+    fracs = []
+    for d in progress(ds, desc="attsvm: over-parametrization", enabled=show):
+        seeds = [seed + 1000 + r for r in range(runs)]
+        problems = [make_data(6, 8, d, seed=s) for s in seeds]
+        out = train_runs(problems, param="W", iters=iters, seeds=seeds, record_every=iters)
+        sel = out.attention.argmax(axis=-1)
+        hit = [np.array_equal(sel[r], global_tokens(X, y, v).numpy()) for r, (X, y, Z, v) in enumerate(problems)]
+        fracs.append(float(np.mean(hit)))
+        res.add_row(experiment="over-parametrization", config=f"W, normalized GD, n=6 T=8 d={d}", runs=runs, iters=iters,
+                    frac_local_is_global=round(fracs[-1], 3), softmax_max_prob=round(float(out.max_prob[:, -1].mean()), 4))
+    res.add_curve("fraction of runs selecting the global tokens vs d", "W, normalized GD", ds, fracs)
+    return ds, fracs
+
+
+def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, seed: int = 0,
+        progress: bool = True) -> Result:
+    torch.set_num_threads(1)
+    runs = 8 if quick else 50
+    iters = 2000
+    t_start = time.perf_counter()
+    res = Result("attsvm", title="Transformers as SVMs: GD on attention converges to the Att-SVM direction")
+    cache = _SVMCache()
+    conv = _convergence(res, runs, iters, seed, progress, cache)
+    rank_runs = 4 if quick else 8
+    ranks = _rank_study(res, quick, rank_runs, seed, progress)
+    over = None if quick else _overparam(res, 20, iters, seed, progress)
+
+    w, kq = conv["W, normalized GD"], conv["(K,Q), normalized GD"]
+    res.add_claim("GD on W converges in direction to the Frobenius Att-SVM: mean corr(W, W^mm_fro) > 0.99 by 2000 it",
+                  w["fro"] > 0.99, f"{w['fro']:.4f} over {runs} runs")
+    res.add_claim("GD on (K,Q) converges to the nuclear-norm Att-SVM: mean corr(KQ^T, W^mm_nuc) > 0.99 by 2000 it",
+                  kq["nuc"] > 0.99, f"{kq['nuc']:.4f} over {runs} runs")
+    res.add_claim("the parametrization picks the norm: W is closer to W^mm_fro than to W^mm_nuc, KQ^T the reverse",
+                  w["fro"] > w["nuc"] and kq["nuc"] > kq["fro"],
+                  f"W: fro {w['fro']:.4f} vs nuc {w['nuc']:.4f}; KQ: nuc {kq['nuc']:.4f} vs fro {kq['fro']:.4f}")
+    res.add_claim("attention saturates on the selected token: mean softmax max-probability > 0.99 (W and KQ)",
+                  w["max_prob"] > 0.99 and kq["max_prob"] > 0.99, f"W {w['max_prob']:.4f}, KQ {kq['max_prob']:.4f}")
+    pw, pk = conv["W, plain GD"], conv["(K,Q), plain GD"]
+    res.add_claim("normalized GD reaches the SVM direction faster than plain GD at the same lr (2000 it)",
+                  w["own"] > pw["own"] and kq["own"] > pk["own"],
+                  f"W: {w['own']:.4f} vs plain {pw['own']:.4f}; KQ: {kq['own']:.4f} vs plain {pk['own']:.4f}")
+    zw, zk = conv["W, normalized GD, zero init"], conv["(K,Q), normalized GD, zero init"]
+    res.add_claim("the W-parametrization reaches the same Att-SVM from zero init (mean corr > 0.99)",
+                  zw["fro"] > 0.99, f"{zw['fro']:.4f}")
+    if zk["stuck"]:
+        res.add_note("(K,Q) from K = Q = 0 never moves: both gradients vanish there (dL/dK ∝ Q, dL/dQ ∝ K), "
+                     "so the factorized model needs a random init; its correlation is undefined (nan).")
+    comparable = [(k, v) for k, v in ranks.items() if v[2] > 0 and k[2] >= 2 and v[0] > 1]
+    lower = [v[1] < v[0] for _, v in comparable]
+    res.add_claim("nuclear-norm Att-SVM solutions have lower rank than Frobenius ones (every (n, T, d) with fro rank > 1)",
+                  bool(lower) and all(lower),
+                  "; ".join(f"n={k[0]} T={k[1]} d={k[2]}: {v[1]:.2f} vs {v[0]:.2f}" for k, v in comparable[:6])
+                  + (" ..." if len(comparable) > 6 else ""))
+    if over is not None:
+        ds, fracs = over
+        res.add_claim("over-parametrization helps global convergence: the fraction of runs selecting the global tokens "
+                      "grows from the smallest to the largest d", fracs[-1] > fracs[0],
+                      ", ".join(f"d={d}: {f:.2f}" for d, f in zip(ds, fracs)))
+    res.meta.update(seed=seed, runs=runs, iters=iters, lr=0.1, n=6, T=8, d=10, svm_solver="CLARABEL",
+                    svm_solves=cache.solves, svm_seconds=round(cache.time, 1), threads=1,
+                    seconds=round(time.perf_counter() - t_start, 1))
+    res.add_note("selection rule: local (argmax of the final softmax) for the convergence runs, global "
+                 "(argmax_t y_i x_it^T v) for the rank study; frac_local_is_global records how often they agree")
+    res.add_note("rank: singular values above 1e-6 * sigma_max for the SVM solutions; trained W's rank uses 1e-3 "
+                 "(a finite-time iterate is only approximately low-rank)")
+    if out:
+        res.save(out)
+    return res
