@@ -3,6 +3,8 @@ line search vs a numeric minimiser, bad input, scikit-learn conventions, registr
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -122,7 +124,8 @@ def test_assembled_network_equals_staged_sum(task, eta):
         y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5 if task == "multiclass" else 0)
     est.fit(X, y)
     Xt = rng.normal(size=(15, 4))
-    staged = list(est.staged_decision_function(Xt))
+    raw = est.predict if task == "regression" else est.decision_function
+    staged = list(est.staged_predict(Xt) if task == "regression" else est.staged_decision_function(Xt))
     assert len(staged) == est.n_estimators_ == 4 and est.n_units_ == 8
     # staged sum, written out stage by stage from the stage regressors themselves
     F = np.tile(est.init_, (15, 1))
@@ -130,7 +133,7 @@ def test_assembled_network_equals_staged_sum(task, eta):
         F = F + step * reg.predict(Xt).reshape(15, -1)
     F = F[:, 0] if F.shape[1] == 1 else F
     np.testing.assert_allclose(staged[-1], F, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(est.decision_function(Xt), F, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(raw(Xt), F, rtol=1e-10, atol=1e-12)
     # one torch network with T*J hidden units reproduces it (binary: logit 2F)
     net = est.to_torch(dtype=torch.float64)
     assert net[0].out_features == 8
@@ -145,7 +148,8 @@ def test_assembled_network_equals_staged_sum(task, eta):
         np.testing.assert_allclose(softmax(out, axis=1), est.predict_proba(Xt), rtol=1e-10)
     # truncation keeps the first stages: equals the staged prediction after 2 of 4 stages
     small = est.truncate(4)
-    np.testing.assert_allclose(small.decision_function(Xt), staged[1], rtol=1e-10, atol=1e-12)
+    small_raw = small.predict if task == "regression" else small.decision_function
+    np.testing.assert_allclose(small_raw(Xt), staged[1], rtol=1e-10, atol=1e-12)
     assert small.n_units_ == 4 and est.n_units_ == 8  # the original is untouched
     with torch.no_grad():
         out4 = est.to_torch(n_units=4, dtype=torch.float64)(torch.as_tensor(Xt)).numpy()
@@ -343,6 +347,22 @@ def test_sklearn_clone_pipeline_and_cross_val():
     y = (X[:, 0] > 0).astype(int)
     scores = cross_val_score(make_pipeline(StandardScaler(), est), X, y, cv=3)
     assert scores.mean() > 0.8
+
+
+@pytest.mark.parametrize("est", [GBNNClassifier(total_units=4, max_iter=40, random_state=0),
+                                 GBNNRegressor(total_units=4, max_iter=40, random_state=0)],
+                         ids=["classifier", "regressor"])
+def test_sklearn_estimator_checks(est):
+    """scikit-learn's own estimator contract (about 50 checks each: input validation, clone,
+    pickling, n_features_in_, fitted-state errors, classifier/regressor behaviour)."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(est, on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])[:300]) for r in results if r["status"] == "failed"]
+    assert len(results) > 40
+    assert failed == []
 
 
 # --------------------------------------------------------------------------- gradkit registration

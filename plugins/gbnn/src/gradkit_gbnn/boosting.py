@@ -250,6 +250,7 @@ class _BaseGBNN(BaseEstimator):
         self.steps_ = self.eta * self.rhos_
         self.train_loss_ = np.asarray(losses)
         self.n_estimators_ = n_stages
+        self.n_iter_ = n_stages  # boosting stages, as in scikit-learn's gradient boosting
         self._assemble()
 
     def _assemble(self) -> None:
@@ -272,13 +273,13 @@ class _BaseGBNN(BaseEstimator):
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return X
 
-    def decision_function(self, X) -> np.ndarray:
+    def _raw_predict(self, X) -> np.ndarray:
         """Raw score ``F(x)`` of the assembled network (binary: ``P(y=1) = sigmoid(2F)``)."""
         X = self._raw(X)
         F = activation(self.activation, X @ self.coefs_[0] + self.intercepts_[0]) @ self.coefs_[1] + self.intercepts_[1]
         return F[:, 0] if self._flat_output else F
 
-    def staged_decision_function(self, X) -> Iterator[np.ndarray]:
+    def _staged_raw(self, X) -> Iterator[np.ndarray]:
         """``F_t(x) = F_0 + sum_{s<=t} eta rho_s h_s(x)`` after each stage ``t = 1..T``, summed stage by stage."""
         X = self._raw(X)
         F = np.tile(self.init_, (X.shape[0], 1))
@@ -301,7 +302,7 @@ class _BaseGBNN(BaseEstimator):
         new.estimators_ = new.estimators_[:k]
         new.stage_params_ = new.stage_params_[:k]
         new.rhos_, new.steps_, new.train_loss_ = new.rhos_[:k], new.steps_[:k], new.train_loss_[:k]
-        new.n_estimators_ = k
+        new.n_estimators_ = new.n_iter_ = k
         new._assemble()
         return new
 
@@ -354,7 +355,7 @@ class GBNNClassifier(ClassifierMixin, _BaseGBNN):
         self.classes_ = enc.classes_
         K = len(self.classes_)
         if K < 2:
-            raise ValueError(f"GBNNClassifier needs at least 2 classes in y, got {K} (class {self.classes_[0]!r})")
+            raise ValueError(f"GBNNClassifier needs at least 2 classes in y, got 1 class ({self.classes_[0]!r})")
         loss = self.loss if self.loss != "auto" else ("log-exponential" if K == 2 else "multinomial")
         if loss == "log-exponential":
             if K != 2:
@@ -369,14 +370,24 @@ class GBNNClassifier(ClassifierMixin, _BaseGBNN):
     def _proba_of(self, F: np.ndarray) -> np.ndarray:
         return self._loss_fn.proba(F)
 
+    def decision_function(self, X) -> np.ndarray:
+        """Raw score ``F(x)`` of the assembled network: ``(n,)`` for two classes with the
+        log-exponential loss (``P(classes_[1]) = sigmoid(2F)``), else ``(n, K)`` (softmax logits)."""
+        return self._raw_predict(X)
+
+    def staged_decision_function(self, X) -> Iterator[np.ndarray]:
+        """``F_t(x) = F_0 + sum_{s<=t} eta rho_s h_s(x)`` after each stage, summed stage by stage."""
+        yield from self._staged_raw(X)
+
     def predict_proba(self, X) -> np.ndarray:
-        return self._proba_of(self.decision_function(X))
+        return self._proba_of(self._raw_predict(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def staged_predict_proba(self, X) -> Iterator[np.ndarray]:
-        for F in self.staged_decision_function(X):
+        for F in self._staged_raw(X):
             yield self._proba_of(F)
 
     def staged_predict(self, X) -> Iterator[np.ndarray]:
@@ -407,10 +418,12 @@ class GBNNRegressor(RegressorMixin, _BaseGBNN):
         return self
 
     def predict(self, X) -> np.ndarray:
-        return self.decision_function(X)
+        """``F(x)`` of the assembled network."""
+        return self._raw_predict(X)
 
     def staged_predict(self, X) -> Iterator[np.ndarray]:
-        yield from self.staged_decision_function(X)
+        """``F_t(x)`` after each stage ``t = 1..T``, summed stage by stage."""
+        yield from self._staged_raw(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
