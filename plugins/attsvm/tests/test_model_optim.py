@@ -183,7 +183,7 @@ def test_softmax_saturates_on_the_selected_tokens_along_the_svm_direction():
     for R in (1.0, 4.0, 16.0, 40.0):
         with torch.no_grad():
             m.W_.copy_(R * Wmm)
-        s = m.attention(X, Z)
+        s = m.attention(X, Z).detach()
         sel = s[torch.arange(6), ids]
         assert (sel >= 1 / (1 + 7 * math.exp(-R)) - 1e-9).all()
         assert torch.equal(optimal_tokens(m, X, Z), ids)
