@@ -257,6 +257,19 @@ def test_training_loss_decreases_over_stages():
     assert np.mean(np.diff(closs) < 0) >= 0.8
 
 
+def test_backtracking_halves_the_newton_step_until_the_loss_does_not_rise():
+    X, _ = _data(n=90, d=4, seed=6)
+    y = np.argmax(X[:, :3], axis=1)
+    kw = dict(total_units=12, max_iter=100, random_state=0)
+    newton = GBNNClassifier(**kw).fit(X, y)
+    safe = GBNNClassifier(line_search="backtracking", **kw).fit(X, y)
+    losses = np.concatenate([[safe.init_loss_], safe.train_loss_])
+    assert np.all(np.diff(losses) <= 1e-12)
+    # the first stage sees the same residuals in both fits: its step is the Newton step / 2^k
+    k = np.log2(newton.rhos_[0] / safe.rhos_[0])
+    assert k >= -1e-9 and abs(k - round(k)) < 1e-9
+
+
 def test_truncation_degrades_gracefully_on_digits_subset():
     """The claim's direction on a small seeded run: GBNN's first units already carry most of the fit."""
     from sklearn.datasets import load_breast_cancer

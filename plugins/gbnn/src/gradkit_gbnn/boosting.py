@@ -38,7 +38,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 ACTIVATIONS = ("logistic", "tanh", "relu", "identity")
 SOLVERS = ("lbfgs", "adam", "sgd")
-LINE_SEARCHES = ("newton", "official")
+LINE_SEARCHES = ("newton", "official", "backtracking")
 
 
 # --------------------------------------------------------------------------------------- losses
@@ -240,7 +240,15 @@ class _BaseGBNN(BaseEstimator):
             h = activation(self.activation, X @ W1 + b1) @ W2 + b2  # == reg.predict(X), on the FULL set
             if Y.ndim == 1:
                 h = h[:, 0]
-            rho = (loss_fn.newton_step if self.line_search == "newton" else loss_fn.official_step)(Y, r, h)
+            rho = (loss_fn.official_step if self.line_search == "official" else loss_fn.newton_step)(Y, r, h)
+            if self.line_search == "backtracking":  # halve the Newton step until the training loss does not rise
+                before = np.sum(loss_fn(Y, F))
+                for _ in range(60):
+                    if np.sum(loss_fn(Y, F + self.eta * rho * h)) <= before:
+                        break
+                    rho *= 0.5
+                else:
+                    rho = 0.0
             F = F + self.eta * rho * h
             rhos.append(rho)
             losses.append(float(np.mean(loss_fn(Y, F))))
