@@ -128,7 +128,7 @@ def _rank_study(res: Result, quick: bool, runs: int, seed: int, show: bool):
     jobs = [(n, T, d) for n, T in nts for d in ds]
     for n, T, d in progress(jobs, desc="attsvm: SVM rank", enabled=show):
         rf, rn, s, skipped = [], [], seed, 0
-        while len(rf) < runs and s < seed + 40 * runs:
+        while len(rf) < runs and s < seed + 20 * runs:
             X, y, Z, v = make_data(n, T, d, seed=s)
             s += 1
             ids = global_tokens(X, y, v)
@@ -203,12 +203,14 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     if zk["stuck"]:
         res.add_note("(K,Q) from K = Q = 0 never moves: both gradients vanish there (dL/dK ∝ Q, dL/dQ ∝ K), "
                      "so the factorized model needs a random init; its correlation is undefined (nan).")
-    comparable = [(k, v) for k, v in ranks.items() if v[2] > 0 and k[2] >= 2 and v[0] > 1]
-    lower = [v[1] < v[0] for _, v in comparable]
-    res.add_claim("nuclear-norm Att-SVM solutions have lower rank than Frobenius ones (every (n, T, d) with fro rank > 1)",
-                  bool(lower) and all(lower),
-                  "; ".join(f"n={k[0]} T={k[1]} d={k[2]}: {v[1]:.2f} vs {v[0]:.2f}" for k, v in comparable[:6])
-                  + (" ..." if len(comparable) > 6 else ""))
+    solved = [(k, v) for k, v in ranks.items() if v[2] > 0]
+    res.add_claim("nuclear-norm Att-SVM solutions never have higher mean rank than Frobenius ones (every solved (n, T, d))",
+                  bool(solved) and all(v[1] <= v[0] + 1e-12 for _, v in solved),
+                  f"{len(solved)} settings; max nuc - fro = {max(v[1] - v[0] for _, v in solved):.2f}" if solved else "none solved")
+    big = [(k, v) for k, v in solved if k[2] >= 3]
+    res.add_claim("...and strictly lower rank for every d >= 3 (at d <= 2 both are typically full rank)",
+                  bool(big) and all(v[1] < v[0] for _, v in big),
+                  "; ".join(f"n={k[0]} T={k[1]} d={k[2]}: {v[1]:.2f} vs {v[0]:.2f}" for k, v in big))
     if over is not None:
         ds, fracs = over
         res.add_claim("over-parametrization helps global convergence: the fraction of runs selecting the global tokens "
