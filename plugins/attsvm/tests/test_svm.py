@@ -158,3 +158,15 @@ def test_non_integer_selection_is_a_type_error(prob):
         solve_att_svm(prob[0], prob[1], [0.5] * 6)
     with pytest.raises(TypeError, match="problem must be"):
         AttSVM().solve(prob[0])
+
+
+def test_locally_optimal_tokens_definition():
+    from gradkit_attsvm.svm import is_locally_optimal
+
+    X, y, Z, v = make_data(6, 8, 10, seed=0)
+    glob = global_tokens(X, y, v)
+    assert is_locally_optimal(X, Z, glob, y, v), "globally optimal tokens score highest, so they are locally optimal"
+    gamma = (y[:, None] * (X @ v)).numpy()
+    worst = gamma.argmin(axis=1)          # the lowest-scoring token: every support token beats it
+    assert not is_locally_optimal(X, Z, worst, y, v)
+    assert not is_locally_optimal(*_infeasible(), np.ones(2), np.ones(2)), "an infeasible selection is not locally optimal"

@@ -152,6 +152,31 @@ def numerical_rank(W, rtol: float = 1e-6) -> int:
     return int((s > rtol * s[0]).sum())
 
 
+def is_locally_optimal(X, Z, opt_idx, y, v, *, norm: str = "fro", W=None, support_tol: float = 1e-6,
+                       solver: Optional[str] = "CLARABEL") -> bool:
+    """The paper's locally-optimal tokens (Def. 2): the Att-SVM for ``opt_idx`` is feasible and every
+    *support* token (margin exactly −1 under ``W^mm``) scores strictly lower than the selected one,
+    ``γ_{i,t} < γ_{i,α_i}`` with ``γ_{i,t} = y_i · vᵀ x_{i,t}``.  ``W`` may pass a solved ``W^mm``.
+    Returns False for an infeasible selection.
+    """
+    X, Z, idx = check_problem(X, Z, opt_idx)
+    n, T, d = X.shape
+    y = _np(y, "y").reshape(-1)
+    v = _np(v, "v").reshape(-1)
+    if y.size != n or v.size != d:
+        raise ValueError(f"y needs {n} labels and v {d} entries, got {y.size} and {v.size}")
+    if W is None:
+        res = AttSVM(norm, solver, raise_on_failure=False).solve((X, Z, idx))
+        if not res.ok:
+            return False
+        W = res.W
+    m = margins(W, X, Z, idx)
+    gamma = y[:, None] * (X @ v)
+    sel = gamma[np.arange(n), idx][:, None]
+    support = np.abs(m + 1.0) <= support_tol
+    return bool(np.all(gamma[support] < sel.repeat(T, axis=1)[support]))
+
+
 class AttSVM:
     """Solver ``att-svm``: ``AttSVM(norm="fro", solver="CLARABEL").solve((X, Z, opt_idx))``.
 
