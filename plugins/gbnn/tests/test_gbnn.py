@@ -396,3 +396,20 @@ def test_registered_components_and_head_trainer():
     np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), net.estimator.predict_proba(f), rtol=1e-4, atol=1e-6)
     with pytest.raises(TypeError, match="nn.Module"):
         gradkit_core.create("gb-nn", "not a model")
+
+
+def test_loss_formulas_match_the_authors_package():
+    """Golden check against the authors' numpy code (PyPI ``gbnn`` 0.0.2; skipped when absent)."""
+    ref = pytest.importorskip("gbnn.GBNN")
+    rng = np.random.RandomState(3)
+    yb, Fb = rng.choice([-1.0, 1.0], size=30), rng.normal(size=30)
+    Ym, Fm = np.eye(4)[rng.randint(4, size=30)], rng.normal(size=(30, 4))
+    ys, Fs = rng.normal(size=30), rng.normal(size=30)
+    h1, hm = rng.normal(size=30), rng.normal(size=(30, 4))
+    ours = {"binary": LogExponentialLoss(), "multi": MultinomialLoss(), "squared": SquaredLoss()}
+    theirs = {"binary": ref.log_exponential_loss(), "multi": ref.multi_class_loss(), "squared": ref.squared_loss()}
+    for key, (y, F, h) in {"binary": (yb, Fb, h1), "multi": (Ym, Fm, hm), "squared": (ys, Fs, h1)}.items():
+        np.testing.assert_allclose(ours[key].init(y), theirs[key].model0(y), rtol=1e-12)
+        r = ours[key].negative_gradient(y, F)
+        np.testing.assert_allclose(r, theirs[key].derive(y, F), rtol=1e-12)
+        assert ours[key].official_step(y, r, h) == pytest.approx(theirs[key].newton_step(y, r, h), rel=1e-12)
