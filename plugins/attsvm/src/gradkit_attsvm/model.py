@@ -254,3 +254,7 @@ def optimal_tokens(model: Optional[AttentionModel], X, Z=None, *, y=None, v=None
             v = model.v
         return global_tokens(X, y, v)
     raise ValueError(f"rule must be 'local' or 'global', got {rule!r}")
+
+
+#: the name used in the paper brief's suggested API
+SelfAttnHead = AttentionModel
