@@ -157,6 +157,29 @@ def test_assembled_network_equals_staged_sum(task, eta):
     np.testing.assert_allclose(out4.reshape(staged[1].shape), mult * staged[1], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("act", ["tanh", "relu", "identity"])
+def test_torch_export_for_every_activation(act):
+    X, rng = _data(n=30, d=3, seed=8)
+    y = np.tanh(X[:, 0]) + X[:, 1]
+    est = GBNNRegressor(total_units=3, activation=act, max_iter=30, random_state=0).fit(X, y)
+    with torch.no_grad():
+        out = est.to_torch(dtype=torch.float64)(torch.as_tensor(X)).numpy()[:, 0]
+    np.testing.assert_allclose(out, est.predict(X), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(list(est.staged_predict(X))[-1], est.predict(X), rtol=1e-10, atol=1e-12)
+
+
+def test_multi_output_regression_and_adam_stages():
+    X, _ = _data(n=50, d=3, seed=9)
+    Y = np.column_stack([X[:, 0] ** 2, np.sin(X[:, 1])])
+    est = GBNNRegressor(total_units=6, units_per_step=2, solver="adam", max_iter=150, learning_rate_init=0.05,
+                        subsample=1.0, random_state=0).fit(X, Y)
+    assert est.predict(X).shape == (50, 2) and est.init_.shape == (2,)
+    np.testing.assert_allclose(est.init_, Y.mean(axis=0))
+    np.testing.assert_allclose(list(est.staged_predict(X))[-1], est.predict(X), rtol=1e-10, atol=1e-12)
+    losses = np.concatenate([[est.init_loss_], est.train_loss_])
+    assert np.all(np.diff(losses) <= 1e-12) and losses[-1] < 0.5 * losses[0]
+
+
 def test_staged_predict_matches_predict():
     X, _ = _data(n=40)
     y = (X[:, 0] > 0).astype(int)
@@ -398,6 +421,30 @@ def test_registered_components_and_head_trainer():
         gradkit_core.create("gb-nn", "not a model")
 
 
+def test_boost_head_binary_from_batches_and_regression():
+    from gradkit_gbnn.head import GBHeadTrainer, boost_head
+
+    torch.manual_seed(1)
+    feats = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU())
+    x = torch.randn(64, 4)
+    yb = (x[:, 0] > 0).long()
+    batches = [(x[i:i + 16], yb[i:i + 16]) for i in range(0, 64, 16)]
+    net = GBHeadTrainer(feats, total_units=4, max_iter=40, random_state=0).fit(batches)
+    with torch.no_grad():
+        logit = net(x)[:, 0].double().numpy()
+        f = feats(x).double().numpy()
+    assert net[1][-1].out_features == 1  # binary: one logit, sigmoid = P(class 1)
+    np.testing.assert_allclose(expit(logit), net.estimator.predict_proba(f)[:, 1], rtol=1e-4, atol=1e-6)
+    yr = x[:, 1] * 2.0
+    reg = boost_head(feats, x, yr, task="regression", total_units=4, max_iter=40, random_state=0)
+    with torch.no_grad():
+        np.testing.assert_allclose(reg(x)[:, 0].double().numpy(), reg.estimator.predict(f), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="task"):
+        GBHeadTrainer(feats, task="ranking")
+    with pytest.raises(ValueError, match="rows"):
+        GBHeadTrainer(feats, total_units=2).fit((x, yb[:10]))
+
+
 def test_loss_formulas_match_the_authors_package():
     """Golden check against the authors' numpy code (PyPI ``gbnn`` 0.0.2; skipped when absent)."""
     ref = pytest.importorskip("gbnn.GBNN")
@@ -413,3 +460,26 @@ def test_loss_formulas_match_the_authors_package():
         r = ours[key].negative_gradient(y, F)
         np.testing.assert_allclose(r, theirs[key].derive(y, F), rtol=1e-12)
         assert ours[key].official_step(y, r, h) == pytest.approx(theirs[key].newton_step(y, r, h), rel=1e-12)
+
+
+def test_reproduction_fold_is_consistent():
+    """One CV fold of the reproduction on wine (tiny settings): the truncation curve ends at the full
+    models' scores, and an MLP truncated to all of its units is the MLP itself."""
+    from sklearn.neural_network import MLPClassifier
+
+    from gradkit_gbnn.reproduce import cv_fold, load, mlp_truncated_accuracy
+
+    out = cv_fold("wine", fold=0, n_folds=3, repeat=0, total_units=4, mlp_iters=[30], torch_epochs=2, seed=0,
+                  truncation=True)
+    tr = out["truncation"]
+    assert tr["units"][-1] == 4
+    for label in ("gbnn", "gbnn-eta0.1", "gbnn-backtracking"):
+        assert tr[label][-1] == pytest.approx(out["scores"][label])
+    assert tr["mlp-adam-30"][-1] == pytest.approx(out["scores"]["mlp-adam-30"])
+    assert set(out["scores"]) >= {"torch-mlp-adam", "hist-gradient-boosting", "mlp-lbfgs-30", "mlp-sgd-30"}
+    X, y, task = load("wine")
+    assert task == "classification" and X.shape == (178, 13)
+    mlp = MLPClassifier((6,), max_iter=50, random_state=0).fit(X[:100], y[:100])
+    assert mlp_truncated_accuracy(mlp, X, y, 6) == pytest.approx(np.mean(mlp.predict(X) == y))
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load("mnist")

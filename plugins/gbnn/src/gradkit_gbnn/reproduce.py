@@ -119,7 +119,7 @@ def gbnn_variants(task: str, quick: bool = False) -> Dict[str, Dict]:
 
 # ----------------------------------------------------------------------------- one CV fold
 def cv_fold(dataset: str, fold: int, n_folds: int, repeat: int, total_units: int, mlp_iters: List[int],
-            torch_epochs: int, seed: int, truncation: bool) -> Dict:
+            torch_epochs: int, seed: int, truncation: bool, quick: bool = False) -> Dict:
     """Every method on one fold; returns ``{"scores": {method: metric}, "fit_s": {...}, ...}``."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.exceptions import ConvergenceWarning
@@ -161,7 +161,7 @@ def cv_fold(dataset: str, fold: int, n_folds: int, repeat: int, total_units: int
 
     G = GBNNClassifier if cls else GBNNRegressor
     gbs = {}
-    for label, kw in gbnn_variants(task, quick=total_units < 100).items():
+    for label, kw in gbnn_variants(task, quick=quick).items():
         gbs[label] = record(label, lambda: G(total_units=total_units, random_state=rs, **kw).fit(Xtr, ytr))
     gb = gbs["gbnn"]
     M = MLPClassifier if cls else MLPRegressor
@@ -234,7 +234,7 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
             CLASSIFICATION + REGRESSION, 5, 1, 200, [200, 500], 150, 8)
         trunc_ds = "digits"
     tasks = [dict(dataset=d, fold=f, n_folds=n_folds, repeat=r, total_units=units, mlp_iters=mlp_iters,
-                  torch_epochs=torch_epochs, seed=seed, truncation=(d == trunc_ds and f == 0 and r == 0))
+                  torch_epochs=torch_epochs, seed=seed, truncation=(d == trunc_ds and f == 0 and r == 0), quick=quick)
              for d in datasets for r in range(repeats) for f in range(n_folds)]
     t_start = time.perf_counter()
     cache = Path(out) / "runs" if out is not None else None
