@@ -56,7 +56,8 @@ class _FixedStepHG:
                 stop = "ll_budget"
                 break
             eps, delta = self.accuracy(k)
-            p, x, q, g = self.direction(problem, theta, x, q, eps, delta, counter)
+            p, x, q, g = self.direction(problem, theta, x, q, eps, delta, counter,
+                                        int(max(1, min(self.ll_max_iter, budget - counter.ll + 1))))
             theta = theta - self.step * p
             record(hist, counter, theta=theta, loss=g, eps=eps, delta=delta, step=self.step,
                    grad_norm=float(torch.linalg.vector_norm(p)))
@@ -64,8 +65,8 @@ class _FixedStepHG:
                 callback(k, theta, hist)
         return BilevelResult(theta=theta, x=x, history=hist, counter=counter, stop_reason=stop)
 
-    def direction(self, problem, theta, x, q, eps, delta, counter):
-        hg = inexact_hypergradient(problem, theta, x, eps, delta, counter, q_init=q, ll_max_iter=self.ll_max_iter)
+    def direction(self, problem, theta, x, q, eps, delta, counter, ll_cap):
+        hg = inexact_hypergradient(problem, theta, x, eps, delta, counter, q_init=q, ll_max_iter=ll_cap)
         return hg.p, hg.x, hg.q, hg.g
 
 
@@ -100,9 +101,9 @@ class HypergradientDescent(_FixedStepHG):
     def accuracy(self, k: int) -> tuple:
         return self.eps, self.delta
 
-    def direction(self, problem, theta, x, q, eps, delta, counter):
+    def direction(self, problem, theta, x, q, eps, delta, counter, ll_cap):
         if not self.exact:
-            return super().direction(problem, theta, x, q, eps, delta, counter)
+            return super().direction(problem, theta, x, q, eps, delta, counter, ll_cap)
         if not hasattr(problem, "hypergradient"):
             raise ValueError(f"exact=True needs a problem with a closed-form hypergradient(theta) method; "
                              f"{type(problem).__name__} has none (use exact=False)")

@@ -83,6 +83,10 @@ class MAID:
         self.ll_max_iter = int(ll_max_iter)
 
     # -------------------------------------------------------------------------
+    def _cap(self, counter, budget) -> int:
+        """Lower-level iterations one solve may spend: the per-solve cap, and never past the budget."""
+        return int(max(1, min(self.ll_max_iter, budget - counter.ll + 1)))
+
     def sufficient_decrease(self, g_new: float, gn_new: float, g_old: float, gn_old: float, eps: float,
                             Lg: float, step: float, p_norm: float) -> bool:
         """The inexact sufficient-decrease test of step 2 (see module docstring)."""
@@ -102,7 +106,7 @@ class MAID:
         eps, delta, beta = self.eps, self.delta, self.beta
         counter = Counter()
         hist = new_history()
-        hist.update(bt_fail=[], hg=[])
+        hist.update(bt_fail=[], hg=[], trace=[])   # trace: (event, eps, delta, beta) after every change
         consts = self.constants
         g0, _ = problem.upper_value_grad(x)
         record(hist, counter, theta=theta, loss=g0, eps=eps, delta=delta, step=beta)
@@ -116,7 +120,7 @@ class MAID:
                 # 1. inexact hypergradient with the a-posteriori accuracy test
                 while True:
                     hg = inexact_hypergradient(problem, theta, x, eps, delta, counter, q_init=q, consts=consts,
-                                               ll_max_iter=self.ll_max_iter)
+                                               ll_max_iter=self._cap(counter, budget))
                     x, q = hg.x, hg.q
                     pn = float(torch.linalg.vector_norm(hg.p))
                     hist["hg"].append((eps, delta, hg.omega, pn))
@@ -124,6 +128,7 @@ class MAID:
                     if self.fixed_eps or ratio <= 1 - self.eta or eps <= self.min_eps or counter.ll >= budget:
                         break
                     eps, delta = self.tau * eps, self.tau * delta
+                    hist["trace"].append(("bound", eps, delta, beta))
                 if pn == 0:
                     stop = "zero_hypergradient"
                     break
@@ -133,7 +138,7 @@ class MAID:
                     step = beta * self.rho ** i
                     th_new = theta - step * hg.p
                     x_new, n = fista(lambda z: problem.grad_lower_x(z, th_new), x, problem.mu(th_new),
-                                     problem.L(th_new), eps, max_iter=self.ll_max_iter)
+                                     problem.L(th_new), eps, max_iter=self._cap(counter, budget))
                     counter.ll += n
                     g_new, gg_new = problem.upper_value_grad(x_new)
                     if self.sufficient_decrease(g_new, float(torch.linalg.vector_norm(gg_new)), hg.g, gn_old, eps,
@@ -147,15 +152,18 @@ class MAID:
                 if accepted:
                     record(hist, counter, theta=theta, loss=g_new, eps=eps, delta=delta, step=beta,
                            omega=hg.omega, grad_norm=pn)
+                    hist["trace"].append(("accept", eps, delta, beta))
                     if not self.fixed_eps:
                         eps, delta = self.nu * eps, self.nu * delta
                     beta = beta * self.step_growth
+                    hist["trace"].append(("relax", eps, delta, beta))
                     break
                 hist["bt_fail"].append(k)
                 if counter.ll >= budget:
                     break
                 if not self.fixed_eps:
                     eps, delta = max(self.tau * eps, self.min_eps), max(self.tau * delta, self.min_eps)
+                hist["trace"].append(("bt_fail", eps, delta, beta))
             if stop == "zero_hypergradient":
                 break
             if not accepted:
