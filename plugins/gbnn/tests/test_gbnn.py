@@ -180,6 +180,17 @@ def test_multi_output_regression_and_adam_stages():
     assert np.all(np.diff(losses) <= 1e-12) and losses[-1] < 0.5 * losses[0]
 
 
+def test_binary_with_multinomial_loss_uses_two_softmax_outputs():
+    X, _ = _data(n=40, seed=11)
+    y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    est = GBNNClassifier(total_units=3, loss="multinomial", max_iter=40, random_state=0).fit(X, y)
+    F = est.decision_function(X)
+    assert F.shape == (40, 2) and est.coefs_[1].shape == (3, 2)
+    np.testing.assert_allclose(est.predict_proba(X), softmax(F, axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(est.predict(X), est.classes_[np.argmax(F, axis=1)])
+    assert est.score(X, y) > 0.8
+
+
 def test_staged_predict_matches_predict():
     X, _ = _data(n=40)
     y = (X[:, 0] > 0).astype(int)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def run(*, quick: bool = False, out=None, seed: int = 0, progress: bool = True) 
         ref = fit_s[f"mlp-lbfgs ({units} units)"]
         for label in makers:
             res.add_row(dataset=name, phase="fit", method=label, seconds=round(fit_s[label], 4),
-                        ratio_to=f"mlp-lbfgs", ratio=round(fit_s[label] / ref, 2), test_accuracy=round(acc[label], 4))
+                        ratio_to="mlp-lbfgs", ratio=round(fit_s[label] / ref, 2), test_accuracy=round(acc[label], 4))
 
         gb = fitted["gbnn (gradkit)"]
         net = gb.to_torch()

@@ -185,7 +185,7 @@ class _BaseGBNN(BaseEstimator):
         if n_stages < 1:
             raise ValueError(f"total_units // units_per_step is the number of boosting stages (n_estimators) and "
                              f"must be >= 1, got {total} // {per} = {n_stages}")
-        for name, lo_open in (("eta", True), ("learning_rate_init", True)):
+        for name in ("eta", "learning_rate_init"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not np.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")

@@ -7,7 +7,7 @@ appended to the extractor, so the result is one ``nn.Sequential`` that predicts 
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple, Union
+from typing import Tuple
 
 import numpy as np
 import torch

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
