@@ -135,7 +135,9 @@ def gradkit_register_trainers(register):
     """Register training procedures (kind ``trainers``).
 
     Contract: ``create(name, model, **hp).fit(data, ...)`` trains and returns the
-    model (or a result object holding it).
+    model (or a result object holding it).  A method that builds its own model
+    (boosting, say) is a scikit-learn estimator instead: ``create(name, **hp)``,
+    then ``fit(X, y)`` returns the fitted estimator.
     """
 
 

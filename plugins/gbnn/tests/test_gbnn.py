@@ -414,9 +414,9 @@ def test_sklearn_estimator_checks(est):
 
 # --------------------------------------------------------------------------- gradkit registration
 def test_registered_components_and_head_trainer():
-    clf = gradkit_core.create("gbnn-classifier", kind="estimators")
+    clf = gradkit_core.create("gbnn-classifier", kind="trainers")
     assert isinstance(clf, GBNNClassifier) and clf.total_units == 200 and clf.subsample == 0.5
-    assert isinstance(gradkit_core.create("gbnn-regressor", kind="estimators"), GBNNRegressor)
+    assert isinstance(gradkit_core.create("gbnn-regressor", kind="trainers"), GBNNRegressor)
     torch.manual_seed(0)
     feats = torch.nn.Sequential(torch.nn.Linear(5, 6), torch.nn.Tanh())
     x = torch.randn(60, 5)

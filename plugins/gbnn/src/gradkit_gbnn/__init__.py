@@ -11,7 +11,7 @@ _DEFAULTS = {"total_units": 200, "units_per_step": 1, "eta": 1.0, "subsample": 0
 
 
 @hookimpl
-def gradkit_register_estimators(register):
+def gradkit_register_trainers(register):
     register(
         "gbnn-classifier",
         "gradkit_gbnn.boosting:GBNNClassifier",
@@ -29,10 +29,6 @@ def gradkit_register_estimators(register):
         tags=["scikit-learn", "gradient-boosting", "regression"],
         defaults=dict(_DEFAULTS),
     )
-
-
-@hookimpl
-def gradkit_register_trainers(register):
     register(
         "gb-nn",
         "gradkit_gbnn.head:GBHeadTrainer",
