@@ -306,3 +306,21 @@ def test_bad_inputs(quad):
         HypergradientDescent(step=0.1, exact=True, max_iter=1).solve(tvp)
     with pytest.raises(ValueError, match="mu .* must not exceed L"):
         fista(lambda z: z, torch.zeros(1, dtype=D), 2.0, 1.0, 1e-3)
+
+
+def test_multinomial_logistic_hypergradient_and_descent():
+    from gradkit_bilevel.problems import MultinomialLogisticHyper
+
+    P = MultinomialLogisticHyper.digits(n_train=120, n_val=120, seed=0, theta0=torch.full((64,), -1.0, dtype=D))
+    theta = P.theta0 + 0.2 * torch.randn(64, generator=torch.Generator().manual_seed(0), dtype=D)
+    hg = inexact_hypergradient(P, theta, P.x0, 1e-9, 1e-10)
+    h = 1e-5
+    for j in (0, 20, 37):   # central differences on three coordinates
+        e = torch.zeros(64, dtype=D)
+        e[j] = 1.0
+        fd = (P.value(theta + h * e, 1e-11) - P.value(theta - h * e, 1e-11)) / (2 * h)
+        assert float(hg.p[j]) == pytest.approx(fd, rel=1e-4, abs=1e-9)
+    r = MAID(max_iter=8).solve(P)
+    assert P.value(r.theta, 1e-8) < P.value(P.theta0, 1e-8)
+    with pytest.raises(ValueError, match="same number of features"):
+        MultinomialLogisticHyper(torch.zeros(4, 3), torch.zeros(4), torch.zeros(4, 2), torch.zeros(4), 2)

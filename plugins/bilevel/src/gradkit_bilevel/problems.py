@@ -166,3 +166,57 @@ class TVDenoising(BilevelProblem):
 
     def psnr(self, x) -> float:
         return _psnr(x, self.clean)
+
+
+class MultinomialLogisticHyper(BilevelProblem):
+    """Per-feature ℓ2 hyperparameters of multinomial logistic regression (the paper's third experiment).
+
+    ``h(W, θ) = (1/n) Σ_i CE(x_iᵀW, y_i) + ½ Σ_j e^{θ_j} ‖W_j‖²`` (W: features × classes, one θ_j per feature
+    row), ``g(W) = (1/n_v) Σ_i CE(x_iᵀW, y_i)`` on the validation split.  μ = min_j e^{θ_j};
+    ``L = λ_max(XᵀX)/n + max_j e^{θ_j}`` (the softmax cross-entropy Hessian is ≼ I per sample);
+    ``L_g = λ_max(X_vᵀX_v)/n_v``.
+    """
+
+    def __init__(self, X, y, Xv, yv, n_classes: int, theta0=None):
+        self.X, self.Xv = torch.as_tensor(X, dtype=D), torch.as_tensor(Xv, dtype=D)
+        self.y, self.yv = torch.as_tensor(y, dtype=torch.long), torch.as_tensor(yv, dtype=torch.long)
+        if self.X.dim() != 2 or self.Xv.dim() != 2 or self.X.shape[1] != self.Xv.shape[1]:
+            raise ValueError(f"X and Xv must be 2-D with the same number of features, got {tuple(self.X.shape)} "
+                             f"and {tuple(self.Xv.shape)}")
+        if self.y.shape != (self.X.shape[0],) or self.yv.shape != (self.Xv.shape[0],):
+            raise ValueError("y and yv must be 1-D label vectors matching the rows of X and Xv")
+        if int(n_classes) < 2 or int(self.y.max()) >= int(n_classes) or int(self.yv.max()) >= int(n_classes):
+            raise ValueError(f"labels must lie in [0, n_classes) with n_classes >= 2, got n_classes={n_classes}")
+        self.k = int(n_classes)
+        d = self.X.shape[1]
+        self._lx = float(torch.linalg.eigvalsh(self.X.T @ self.X)[-1]) / self.X.shape[0]
+        lg = float(torch.linalg.eigvalsh(self.Xv.T @ self.Xv)[-1]) / self.Xv.shape[0]
+        theta0 = torch.zeros(d, dtype=D) if theta0 is None else theta0
+        super().__init__(self._lower, self._upper, theta0, torch.zeros(d, self.k, dtype=D),
+                         mu=lambda th: math.exp(float(th.min())),
+                         L=lambda th: self._lx + math.exp(float(th.max())), Lg=lg, name="multinomial-logistic")
+
+    @classmethod
+    def digits(cls, n_train: int = 300, n_val: int = 300, seed: int = 0, theta0=None):
+        """scikit-learn's bundled digits (8×8 → 64 features scaled to [0, 1]), a seeded train/validation split."""
+        from sklearn.datasets import load_digits
+
+        Xa, ya = load_digits(return_X_y=True)
+        gen = torch.Generator().manual_seed(int(seed))
+        perm = torch.randperm(len(ya), generator=gen)
+        if n_train + n_val > len(ya):
+            raise ValueError(f"n_train + n_val must be <= {len(ya)}, got {n_train + n_val}")
+        X = torch.tensor(Xa, dtype=D)[perm] / 16.0
+        y = torch.tensor(ya)[perm]
+        return cls(X[:n_train], y[:n_train], X[n_train:n_train + n_val], y[n_train:n_train + n_val], 10,
+                   theta0=theta0)
+
+    def _lower(self, W, theta):
+        ce = torch.nn.functional.cross_entropy(self.X @ W, self.y)
+        return ce + 0.5 * torch.sum(torch.exp(theta)[:, None] * W ** 2)
+
+    def _upper(self, W):
+        return torch.nn.functional.cross_entropy(self.Xv @ W, self.yv)
+
+    def accuracy(self, W) -> float:
+        return float(((self.Xv @ W).argmax(1) == self.yv).double().mean())
