@@ -1,0 +1,250 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.optimize import linprog
+
+from gradkit_apdhg.problems import (AssignmentOperator, LinearProgram, SaddleProblem, assignment_problem,
+                                    hungarian, kkt_parts, kkt_residual, random_assignment, rounding_accuracy)
+from gradkit_apdhg.solvers import (AdaptivePDHG, AverageSpectrumAdapt, ChambollePock, FixedPCPDHG,
+                                   HeYuanCorrection, PlainPDHG, predict, rho_along, xi_Q_xi)
+
+
+def tiny_lp():
+    # min x1 + 2 x2  s.t. x1 + x2 = 1, x >= 0  ->  x* = (1, 0), y* = 1, f* = 1
+    return LinearProgram(np.array([1.0, 2.0]), np.array([[1.0, 1.0]]), np.array([1.0]))
+
+
+def random_lp(m=5, n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((m, n))
+    b = A @ rng.random(n)                     # feasible with x >= 0
+    c = rng.random(n) + 0.1 + A.T @ rng.standard_normal(m) * 0.1   # keeps the LP bounded (dual feasible-ish)
+    return A, b, c
+
+
+# ----------------------------------------------------------------------------- prediction / correction by hand
+def test_prediction_step_by_hand():
+    lp = tiny_lp()
+    x, y, r, s = np.array([0.5, 0.5]), np.array([0.3]), 2.0, 4.0
+    xt, yt, Axt = predict(lp, x, y, lp.A.rmatvec(y), r, s)
+    # x~ = max(0, x - (c - A^T y)/r) = (0.5 - 0.7/2, max(0, 0.5 - 1.7/2)) = (0.15, 0)
+    np.testing.assert_allclose(xt, [0.15, 0.0])
+    np.testing.assert_allclose(Axt, [0.15])
+    # y~ = y - (A x~ - b)/s = 0.3 - (0.15 - 1)/4 = 0.5125
+    np.testing.assert_allclose(yt, [0.5125])
+
+
+def test_correction_formula_by_hand():
+    # xi = (u, v), A = [[1, 1]]: Au = 1, A^T v = (1, 1); r = 2, s = 1
+    u, v = np.array([1.0, 0.0]), np.array([1.0])
+    Au, Atv = np.array([1.0]), np.array([1.0, 1.0])
+    assert xi_Q_xi(u, v, Au, 2.0, 1.0) == pytest.approx(2 * 1 + 1 * 1 + 1)            # r|u|^2 + s|v|^2 + v.Au = 4
+    alpha, dx, dy = HeYuanCorrection(gamma=1.0)(u, v, Au, Atv, 2.0, 1.0)
+    np.testing.assert_allclose(dx, [1.5, 0.5])                                         # u + A^T v / r
+    assert dy is v
+    assert alpha == pytest.approx(4.0 / (2 * (1.5 ** 2 + 0.5 ** 2) + 1.0))             # xiQxi / ||M xi||_H^2 = 2/3
+    a2, _, _ = HeYuanCorrection(gamma=1.5)(u, v, Au, Atv, 2.0, 1.0)
+    assert a2 == pytest.approx(1.5 * 2.0 / 3.0)
+    a3, _, _ = HeYuanCorrection(gamma=0.8, step="fixed")(u, v, Au, Atv, 2.0, 1.0)
+    assert a3 == 0.8
+
+
+def test_one_apdhg_iteration_matches_manual_and_contracts():
+    A, b, c = random_lp()
+    lp = LinearProgram(c, A, b)
+    ref = linprog(c, A_eq=A, b_eq=b, bounds=(0, None), method="highs")
+    xs, ys = ref.x, ref.eqlin.marginals
+    assert kkt_residual(xs, ys, A, b, c, f_star=ref.fun) < 1e-7
+    rng = np.random.default_rng(1)
+    x, y = rng.random(12), rng.standard_normal(5)
+    r, s, gamma = 8.0, 8.0, 1.0
+    assert np.linalg.norm(A, 2) ** 2 <= 0.9 * r * s        # test passes for every u -> no backtracking
+    solver = AdaptivePDHG(r, s, gamma=gamma, shrink=0.99, loose=1e-9)
+    res = solver.solve(lp, x, y, max_iter=1, tol=1e-300)
+    # manual
+    xt = np.maximum(0, x - (c - A.T @ y) / r)
+    yt = y - (A @ xt - b) / s
+    u, v = x - xt, y - yt
+    qxi = r * u @ u + s * v @ v + v @ (A @ u)
+    dx = u + A.T @ v / r
+    alpha = gamma * qxi / (r * dx @ dx + s * v @ v)
+    np.testing.assert_allclose(res.x, x - alpha * dx, rtol=1e-12)
+    np.testing.assert_allclose(res.y, y - alpha * v, rtol=1e-12)
+    # He-Yuan contraction in the H = diag(rI, sI) norm
+    H = lambda dxv, dyv: r * dxv @ dxv + s * dyv @ dyv  # noqa: E731
+    before = H(x - xs, y - ys)
+    after = H(res.x - xs, res.y - ys)
+    assert after <= before - gamma * (2 - gamma) * alpha * qxi + 1e-8
+
+
+# ----------------------------------------------------------------------------- step test along the displacement
+def test_step_test_accept_reject_by_hand():
+    A = np.diag([1.0, 10.0])
+    e1, e2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    # along e1: ||Au||^2/||u||^2 = 1; along e2: 100 (the max eigenvalue)
+    assert rho_along(A @ e1, e1, 1.0, 1.0) == pytest.approx(1.0)
+    assert rho_along(A @ e2, e2, 2.0, 5.0) == pytest.approx(10.0)
+    assert rho_along(A @ np.zeros(2), np.zeros(2), 1.0, 1.0) == 0.0
+    ad = AverageSpectrumAdapt(nu=0.9, grow=1.5, shrink=0.7, loose=0.3)
+    assert not ad.accept(rho_along(A @ e1, e1, 1.0, 1.0))          # 1 > 0.9: reject
+    assert ad.accept(rho_along(A @ e1, e1, 1.2, 1.0))              # 1/1.2 = 0.833 <= 0.9: accept
+    assert ad.on_reject(1.0, 2.0, 1.0) == (1.5, 3.0)
+    assert ad.after_accept(1.0, 2.0, 0.2) == (0.7, 1.4)            # very loose (0.2 < 0.27): shrink
+    assert ad.after_accept(1.0, 2.0, 0.5) == (1.0, 2.0)            # not loose: keep
+    # average vs max spectrum: r s = 1.2 is accepted along e1 although r s ||A||^2 ... needs r s >= 100/0.9
+    assert not ad.accept(rho_along(A @ e2, e2, 1.2, 1.0))
+
+
+def test_backtracking_redoes_prediction_and_every_accepted_step_passes():
+    lp = random_assignment(12, seed=3)
+    res = AdaptivePDHG(r0=0.05, s0=0.05).solve(lp, max_iter=300, tol=1e-12)
+    assert res.backtracks > 0
+    rho = np.array(res.history["rho"])
+    assert np.all(rho <= 0.9 + 1e-12)
+    # work counts the redone predictions: 3 applications per iteration + 1 per backtrack, + 2 at start
+    assert res.matvecs == 2 + 3 * res.iterations + res.backtracks
+    # average-spectrum steps: r s stays far below ||A||^2 = 2n = 24 on average
+    rs = np.array(res.history["r"]) * np.array(res.history["s"])
+    assert np.median(rs) < 2 * 12 / 0.9
+
+
+def test_fixed_pc_pdhg_never_fails_the_test():
+    lp = random_assignment(10, seed=0)
+    res = FixedPCPDHG().solve(lp, max_iter=200, tol=1e-12)
+    assert np.all(np.array(res.history["rho"]) <= 0.9 + 1e-12)
+    assert res.history["r"][0] == pytest.approx(np.sqrt(20 / 0.9))
+    assert res.backtracks == 0
+
+
+# ----------------------------------------------------------------------------- operator and KKT
+def test_incidence_operator_matches_explicit_matrix():
+    n = 5
+    op = AssignmentOperator(n)
+    M = op.todense()
+    assert M.shape == (10, 25)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(25), rng.standard_normal(10)
+    np.testing.assert_allclose(op.matvec(x), M @ x)
+    np.testing.assert_allclose(op.rmatvec(y), M.T @ y)
+    np.testing.assert_allclose(op.H.matvec(y), M.T @ y)
+    X = x.reshape(n, n)
+    np.testing.assert_allclose(op.matvec(x), np.r_[X.sum(1), X.sum(0)])
+    ev = np.sort(np.linalg.eigvalsh(M.T @ M))[::-1]
+    assert ev[0] == pytest.approx(2 * n) and op.norm ** 2 == pytest.approx(2 * n)
+    np.testing.assert_allclose(ev[1:2 * n - 1], n)                     # n, 2n - 2 times
+    np.testing.assert_allclose(ev[2 * n - 1:], 0, atol=1e-9)
+    assert np.trace(M.T @ M) / n ** 2 == pytest.approx(2.0)            # average spectrum
+
+
+def test_kkt_residual_definition():
+    A, b, c = np.array([[1.0, 1.0]]), np.array([1.0]), np.array([1.0, 2.0])
+    # optimum: x = (1, 0), y = 1 -> 0
+    assert kkt_residual([1, 0], [1], A, b, c, f_star=1.0) == pytest.approx(0.0)
+    # x = (0.5, 0): primal |0.5 - 1|/1 = 0.5; gap |0.5 - 1|/1 = 0.5; dual ok (z = (0, 1) >= 0)
+    assert kkt_parts([0.5, 0], [1], A, b, c, f_star=1.0) == pytest.approx((0.5, 0.0, 0.5))
+    # y = 3 dual infeasible: z = (-2, -1) -> ||z^-|| / ||c|| = sqrt(5)/sqrt(5) = 1; gap |1 - 3| / 1 = 2
+    assert kkt_parts([1, 0], [3], A, b, c, f_star=1.0) == pytest.approx((0.0, 1.0, 2.0))
+    assert kkt_residual([1, 0], [3], A, b, c, f_star=1.0) == pytest.approx(3.0)
+    # bound violation counts as primal infeasibility: x = (1.5, -0.5) has Ax = b but x2 < 0
+    assert kkt_parts([1.5, -0.5], [1], A, b, c, f_star=1.0)[0] == pytest.approx(0.5)
+    # boxed LP: x <= ub makes negative reduced cost feasible and adds ub * z^- to the dual objective
+    assert kkt_parts([1, 0], [3], A, b, c, f_star=1.0, ub=1.0) == pytest.approx((0.0, 0.0, abs(1 - (3 - 2 - 1))))
+
+
+# ----------------------------------------------------------------------------- convergence
+def test_apdhg_reaches_hungarian_optimum():
+    lp = random_assignment(15, seed=0)
+    cols, f_star = hungarian(lp.C)
+    res = AdaptivePDHG().solve(lp, max_iter=20000, tol=1e-6, f_star=f_star)
+    assert res.converged and res.residual <= 1e-6
+    assert abs(lp.c @ res.x - f_star) <= 1e-5 * f_star
+    assert rounding_accuracy(res.x, cols) == 1.0
+
+
+def test_claim_direction_fewer_iterations_than_cp():
+    lp = random_assignment(20, seed=0)
+    _, f_star = hungarian(lp.C)
+    a = AdaptivePDHG().solve(lp, max_iter=20000, tol=1e-4, f_star=f_star)
+    cp = ChambollePock().solve(lp, max_iter=20000, tol=1e-4, f_star=f_star)
+    assert a.converged and cp.converged
+    assert a.iterations < cp.iterations / 1.5
+
+
+def test_general_lp_dense_sparse_and_linprog():
+    A, b, c = random_lp(seed=2)
+    ref = linprog(c, A_eq=A, b_eq=b, bounds=(0, None), method="highs")
+    assert ref.status == 0
+    dense = AdaptivePDHG().solve(LinearProgram(c, A, b), max_iter=50000, tol=1e-7, f_star=ref.fun)
+    spars = AdaptivePDHG().solve(LinearProgram(c, sp.csr_matrix(A), b), max_iter=50000, tol=1e-7, f_star=ref.fun)
+    assert dense.converged
+    assert c @ dense.x == pytest.approx(ref.fun, rel=1e-5)
+    assert spars.converged
+    np.testing.assert_allclose(spars.x, dense.x, atol=1e-6)
+    # same maths on the first iterations (later accept/reject decisions amplify last-bit rounding differences)
+    d50 = AdaptivePDHG().solve(LinearProgram(c, A, b), max_iter=50, tol=1e-300)
+    s50 = AdaptivePDHG().solve(LinearProgram(c, sp.csr_matrix(A), b), max_iter=50, tol=1e-300)
+    np.testing.assert_allclose(s50.x, d50.x, rtol=1e-9, atol=1e-12)
+
+
+def test_plain_pdhg_stalls_where_correction_converges():
+    # min_x max_y -y x (A = 1, b = 0, theta = 0): plain PDHG with r = s = 1 is a rotation (det = 1) and never
+    # approaches the saddle point (0, 0); the corrected scheme converges.
+    ident = lambda v, rho: v  # noqa: E731
+    prob = SaddleProblem(ident, ident, np.array([[1.0]]), np.array([0.0]))
+    plain = PlainPDHG(1.0, 1.0).solve(prob, [1.0], [1.0], max_iter=3000, tol=1e-12)
+    d_plain = np.hypot(plain.x[0], plain.y[0])
+    assert not plain.converged and d_plain > 0.5 * np.sqrt(2)
+    pc = AdaptivePDHG(1.0, 1.0).solve(prob, [1.0], [1.0], max_iter=3000, tol=1e-10)
+    assert pc.converged and np.hypot(pc.x[0], pc.y[0]) < 1e-6
+
+
+def test_plain_pdhg_fails_on_assignment_instance():
+    lp = random_assignment(20, seed=0)
+    _, f_star = hungarian(lp.C)
+    plain = PlainPDHG(1.0, 1.0).solve(lp, max_iter=3000, tol=1e-2, f_star=f_star)
+    ada = AdaptivePDHG(1.0, 1.0).solve(lp, max_iter=3000, tol=1e-2, f_star=f_star)
+    assert ada.converged and not plain.converged and plain.residual > 1.0
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="square"):
+        assignment_problem(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="rows"):
+        LinearProgram(np.ones(2), np.ones((1, 2)), np.ones(3))
+    with pytest.raises(ValueError, match="columns"):
+        LinearProgram(np.ones(3), np.ones((1, 2)), np.ones(1))
+    with pytest.raises(TypeError, match="LinearOperator"):
+        LinearProgram(np.ones(2), [[1.0, 1.0]], np.ones(1))
+    with pytest.raises(ValueError, match="nu"):
+        AdaptivePDHG(nu=5.0)
+    with pytest.raises(ValueError, match="gamma"):
+        AdaptivePDHG(gamma=2.0)
+    with pytest.raises(ValueError, match="r0"):
+        AdaptivePDHG(r0=-1.0)
+    with pytest.raises(ValueError, match="correction"):
+        AdaptivePDHG(correction="nope")
+    with pytest.raises(ValueError, match="grow"):
+        AdaptivePDHG(grow=0.9)
+    lp = tiny_lp()
+    with pytest.raises(ValueError, match="tau\\*sigma"):
+        ChambollePock(tau=1.0, sigma=1.0).solve(lp)
+    with pytest.raises(ValueError, match="x0 has 3"):
+        AdaptivePDHG().solve(lp, x0=np.zeros(3))
+    with pytest.raises(TypeError, match="SaddleProblem"):
+        AdaptivePDHG().solve("not a problem")
+    with pytest.raises(ValueError, match="max_iter"):
+        AdaptivePDHG().solve(lp, max_iter=0)
+    with pytest.raises(TypeError, match="prox"):
+        SaddleProblem(None, None, np.eye(1), np.zeros(1))
+
+
+def test_registered_components():
+    import gradkit_core
+
+    names = {s.name for s in gradkit_core.list(kind="solvers")}
+    assert {"apdhg", "chambolle-pock", "pdhg", "pc-pdhg"} <= names
+    solver = gradkit_core.create("apdhg", kind="solvers")
+    assert isinstance(solver, AdaptivePDHG)
+    res = solver.solve(tiny_lp(), max_iter=5000, tol=1e-8, f_star=1.0)
+    np.testing.assert_allclose(res.x, [1.0, 0.0], atol=1e-6)
