@@ -135,7 +135,7 @@ def train_edm(denoiser: EDMDenoiser, sample_data, steps: int = 3000, batch: int 
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
