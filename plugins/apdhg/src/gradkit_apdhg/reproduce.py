@@ -23,7 +23,7 @@ TOLS = (1e-4, 1e-6)
 
 
 def _solvers(n, quick):
-    cap = 60000 if quick else 150000
+    cap = 60000 if quick else 100000
     return [
         ("apdhg (adaptive PC-PDHG)", AdaptivePDHG(), cap),
         ("Chambolle-Pock tau=sigma=0.99/sqrt(2n)", ChambollePock(), cap),
@@ -98,14 +98,17 @@ def _claims(res, summary, ns):
     def work(n, key, tol="1e-06"):
         return summary[(n, key)][1][f"work@{tol}"]
 
-    ratios = {}
+    # CP/apdhg iteration ratio to 1e-6; when CP hit its iteration cap the ratio is a lower bound (cap / apdhg)
+    ratios, bound = {}, {}
     for n in ns:
         a, c = it(n, "apdhg"), it(n, "Chambolle-Pock")
-        ratios[n] = (c / a) if (a and c) else (float("inf") if a else 0.0)
-    detail = ", ".join(f"n={n}: CP/apdhg = {ratios[n]:.2f}x" for n in ns)
+        bound[n] = bool(a and not c)
+        ratios[n] = (c / a) if (a and c) else (summary[(n, "Chambolle-Pock")][1]["iters_run"] / a if a else 0.0)
+    detail = ", ".join(f"n={n}: CP/apdhg {'>= ' if bound[n] else '= '}{ratios[n]:.2f}x" for n in ns)
     res.add_claim("adaptive PC-PDHG needs several (>= 2x) times fewer iterations than Chambolle-Pock to KKT 1e-6 "
                   "at every n", all(ratios[n] >= 2.0 for n in ns), detail)
-    res.add_claim("the iteration gap to Chambolle-Pock grows with n", ratios[ns[-1]] > ratios[ns[0]], detail)
+    res.add_claim("the iteration gap to Chambolle-Pock grows with n (largest n vs smallest n; a lower bound counts "
+                  "only if it already exceeds)", ratios[ns[-1]] > ratios[ns[0]] and not bound[ns[0]], detail)
     res.add_claim("'up to ~10x' over Chambolle-Pock (secondary source, unverified) at the largest n",
                   ratios[ns[-1]] >= 10.0, detail)
     wa, wc = work(ns[-1], "apdhg"), work(ns[-1], "Chambolle-Pock")
