@@ -345,6 +345,7 @@ class EVODiff(DiffusionSampler):
                     d10 = (m_prev0 - m_prev1) / h
                     consistency = torch.sigmoid(self.proj(m_prev0, d10) * (2 - ratio0 ** 2))
                     zeta = torch.sigmoid(-shifted * consistency)
+                    rec["consistency"] = consistency.clone()
                 else:
                     zeta = torch.sigmoid(shifted)
                 x = x_euler + 0.5 * s_t * h / zeta * b_theta
