@@ -18,6 +18,7 @@ All multistep samplers use ``denoise_to_zero=True`` by default: ``steps = nfe - 
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Callable, Optional
 
@@ -30,7 +31,7 @@ def _f(v) -> float:
     return float(v)
 
 
-class DiffusionSampler:
+class DiffusionSampler(abc.ABC):
     """Base class: model wrapping, input checks, NFE accounting, time grid."""
 
     name = "base"
@@ -120,8 +121,9 @@ class DiffusionSampler:
         a_i, a_p = _f(sch.alpha(ts[i])), _f(sch.alpha(ts[i - 1]))
         return s_i, a_i, s_i / s_p, a_i / s_i - a_p / s_p, _f(sch.lambda_(ts[i]) - sch.lambda_(ts[i - 1]))
 
-    def _sample(self, x, nfe):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _sample(self, x, nfe):
+        """Run the solver from ``x`` at ``t_max`` using at most ``nfe`` model calls (each subclass's method)."""
 
 
 class DDIM(DiffusionSampler):
