@@ -117,7 +117,7 @@ def test_attention_mask_excludes_padding(hflike):
     ul = CodeEraser(model, mode="ga")
     attn = torch.ones_like(IDS)
     attn[1, 4:] = 0
-    got = float(ul.forget_loss(IDS, attn, None))
+    got = float(ul.forget_loss(IDS, attn, None).detach())
     nll = torch.nn.functional.cross_entropy(model.inner.W[IDS[:, :-1]].reshape(-1, 7), IDS[:, 1:].reshape(-1),
                                             reduction="none").view(2, -1)
     valid = attn[:, 1:].bool()
