@@ -121,7 +121,7 @@ def test_attention_mask_excludes_padding(hflike):
     nll = torch.nn.functional.cross_entropy(model.inner.W[IDS[:, :-1]].reshape(-1, 7), IDS[:, 1:].reshape(-1),
                                             reduction="none").view(2, -1)
     valid = attn[:, 1:].bool()
-    assert got == pytest.approx(-float(nll[valid].mean()), rel=1e-6)
+    assert got == pytest.approx(-float(nll[valid].mean().detach()), rel=1e-6)
 
 
 def test_errors(bigram):

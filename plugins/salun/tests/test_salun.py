@@ -208,7 +208,7 @@ def test_gradient_ascent_raises_forget_loss(make_mlp, small_sets):
 def test_l1_sparse_shrinks_the_l1_norm(make_mlp, f_loader, r_loader):
     a = U.L1Sparse(make_mlp(), alpha=0.0, weight_decay=0.0).unlearn(copy.deepcopy(f_loader), copy.deepcopy(r_loader), epochs=2)
     b = U.L1Sparse(make_mlp(), alpha=5e-3, weight_decay=0.0).unlearn(copy.deepcopy(f_loader), copy.deepcopy(r_loader), epochs=2)
-    l1 = lambda m: float(sum(p.abs().sum() for p in m.parameters()))  # noqa: E731
+    l1 = lambda m: float(sum(p.detach().abs().sum() for p in m.parameters()))  # noqa: E731
     assert l1(b) < l1(a) - 1.0
 
 
