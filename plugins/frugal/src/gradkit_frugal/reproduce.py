@@ -24,7 +24,7 @@ from gradkit_core.results import Result
 from gradkit_core.results import progress as progress_bar
 from gradkit_support.data import lm_batches, set_seed, split_corpus, stdlib_corpus
 from gradkit_support.models import TinyGPT
-from gradkit_support.train import lm_eval, lm_loss
+from gradkit_support.train import lm_eval, train_lm
 
 from .optim import FRUGAL, SignSGD, badam_style, frugal_param_groups, galore_style
 
@@ -77,21 +77,17 @@ def _run(name, train, val, cfg, seed, show):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     )
-    batches = lm_batches(train, cfg["block"], cfg["batch"], seed=seed)
-    xs, ys = [], []
-    peak_state = 0
+    peak = [0]
+
+    def track_state(_step):
+        peak[0] = max(peak[0], _state_bytes(opt))
+
     t0 = time.perf_counter()
-    for step in progress_bar(range(steps), desc=f"tiny-gpt {name}", enabled=show):
-        x, y = next(batches)
-        opt.zero_grad(set_to_none=True)
-        lm_loss(model, x, y).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        peak_state = max(peak_state, _state_bytes(opt))
-        if (step + 1) % cfg["eval_every"] == 0 or step + 1 == steps:
-            xs.append(step + 1)
-            ys.append(lm_eval(model, val, cfg["block"], batch_size=16, n_batches=cfg["eval_batches"]))
+    xs, ys = train_lm(model, opt, lm_batches(train, cfg["block"], cfg["batch"], seed=seed), steps, scheduler=sched,
+                      eval_every=cfg["eval_every"], on_step=track_state,
+                      eval_fn=lambda m: lm_eval(m, val, cfg["block"], batch_size=16, n_batches=cfg["eval_batches"]),
+                      wrap=lambda r: progress_bar(r, desc=f"tiny-gpt {name}", enabled=show))
+    peak_state = peak[0]
     return dict(val_loss=ys[-1], curve=(xs, ys), state_bytes=peak_state,
                 proj_state_bytes=_projectable_state_bytes(opt, model), seconds=time.perf_counter() - t0,
                 params=model.num_params())

@@ -25,7 +25,7 @@ from gradkit_core.results import Result
 from gradkit_core.results import progress as progress_bar
 from gradkit_support.data import digits, loader, lm_batches, set_seed, split_corpus, stdlib_corpus
 from gradkit_support.models import SmallCNN, TinyGPT, state_bytes
-from gradkit_support.train import accuracy, lm_eval, lm_loss
+from gradkit_support.train import accuracy, lm_eval, train_classifier, train_lm
 
 from .optim import Lion
 
@@ -56,19 +56,11 @@ def _lm_run(opt_name, train, val, cfg, seed, show):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / cfg["warmup"]) * max(0.1, 1 - s / cfg["steps"])
     )
-    batches = lm_batches(train, cfg["block"], cfg["batch"], seed=seed)
-    xs, ys = [], []
     t0 = time.perf_counter()
-    for step in progress_bar(range(cfg["steps"]), desc=f"lm {opt_name}", enabled=show):
-        x, y = next(batches)
-        opt.zero_grad(set_to_none=True)
-        lm_loss(model, x, y).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if (step + 1) % cfg["eval_every"] == 0 or step + 1 == cfg["steps"]:
-            xs.append(step + 1)
-            ys.append(lm_eval(model, val, cfg["block"], batch_size=16, n_batches=cfg["eval_batches"]))
+    xs, ys = train_lm(model, opt, lm_batches(train, cfg["block"], cfg["batch"], seed=seed), cfg["steps"],
+                      scheduler=sched, eval_every=cfg["eval_every"],
+                      eval_fn=lambda m: lm_eval(m, val, cfg["block"], batch_size=16, n_batches=cfg["eval_batches"]),
+                      wrap=lambda r: progress_bar(r, desc=f"lm {opt_name}", enabled=show))
     return dict(val_loss=ys[-1], curve=(xs, ys), state_bytes=state_bytes(opt), seconds=time.perf_counter() - t0)
 
 
@@ -80,11 +72,7 @@ def _digits_run(opt_name, cfg, seed, show):
     data = loader(xtr, ytr, batch_size=64, seed=seed)
     accs = []
     for _ in progress_bar(range(cfg["epochs"]), desc=f"digits {opt_name}", enabled=show):
-        model.train()
-        for x, y in data:
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
+        train_classifier(model, data, opt, epochs=1)
         accs.append(accuracy(model, xte, yte))
     return dict(test_acc=accs[-1], curve=(list(range(1, len(accs) + 1)), accs), state_bytes=state_bytes(opt))
 

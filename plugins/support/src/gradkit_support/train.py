@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,41 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = logits_of(model(x))
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def train_lm(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, steps: int, *,
+             scheduler=None, clip_norm: Optional[float] = 1.0, eval_fn: Optional[Callable[[torch.nn.Module], float]] = None,
+             eval_every: int = 0, on_step: Optional[Callable[[int], None]] = None,
+             wrap: Optional[Callable[[Iterable], Iterable]] = None) -> Tuple[List[int], List[float]]:
+    """Next-token training for ``steps`` steps on ``batches`` (an iterator of ``(x, y)``).
+
+    Each step: zero grads, :func:`lm_loss` backward, clip the global grad norm to ``clip_norm``
+    (``None``: no clipping), optimizer step, scheduler step, then ``on_step(step)``. ``eval_fn(model)``
+    is recorded every ``eval_every`` steps and after the last one; returns ``(steps, values)``.
+    ``wrap`` wraps the step range (a progress bar).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if eval_every < 0:
+        raise ValueError(f"eval_every must be >= 0 (0: only after the last step), got {eval_every}")
+    xs: List[int] = []
+    ys: List[float] = []
+    model.train()
+    for step in (range(steps) if wrap is None else wrap(range(steps))):
+        x, y = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        lm_loss(model, x, y).backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if on_step is not None:
+            on_step(step + 1)
+        if eval_fn is not None and ((eval_every and (step + 1) % eval_every == 0) or step + 1 == steps):
+            xs.append(step + 1)
+            ys.append(float(eval_fn(model)))
+    return xs, ys
 
 
 @torch.no_grad()
