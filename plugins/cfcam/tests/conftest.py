@@ -38,11 +38,3 @@ def probe():
 def probe_input():
     g = torch.Generator().manual_seed(3)
     return torch.rand(2, 12, 6, 6, generator=g)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -1,11 +1,4 @@
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    torch.set_num_threads(1)
-    yield
 
 
 @pytest.fixture

@@ -75,3 +75,13 @@ def test_logits_of_and_state_bytes():
     p.grad = torch.ones(10)
     opt.step()
     assert state_bytes(opt) == 2 * 10 * 4 + 4  # two moments + the scalar step
+
+
+def test_bigram_logits_are_the_rows_of_W_and_seeded():
+    from gradkit_support.models import Bigram
+
+    m = Bigram(vocab=4, seed=3)
+    ids = torch.tensor([[2, 0, 3]])
+    torch.testing.assert_close(m(ids)[0], m.W.detach()[[2, 0, 3]])
+    torch.testing.assert_close(Bigram(4, seed=3).W, m.W)
+    assert not torch.equal(Bigram(4, seed=4).W, m.W)

@@ -30,15 +30,13 @@ def test_stop_requested_restores_the_mode_when_the_check_raises():
     assert model.training
 
 
-class _Bigram(torch.nn.Module):
-    """logits[t] = W[x_t]: a model whose one parameter the test can read directly."""
+def _zero_bigram(vocab=5):
+    from gradkit_support.models import Bigram
 
-    def __init__(self, vocab=5):
-        super().__init__()
-        self.W = torch.nn.Parameter(torch.zeros(vocab, vocab))
-
-    def forward(self, x):
-        return self.W[x]
+    model = Bigram(vocab)
+    with torch.no_grad():
+        model.W.zero_()
+    return model
 
 
 def _fixed_batches(x, y):
@@ -50,7 +48,7 @@ def test_train_lm_one_step_by_hand_with_clipping_and_schedule():
     from gradkit_support.train import lm_loss, train_lm
 
     x, y = torch.tensor([[0, 1, 2]]), torch.tensor([[1, 2, 3]])
-    model = _Bigram()
+    model = _zero_bigram()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** (s + 1))  # lr 0.5, then 0.25
     # by hand: dL/dW[x_t] = (softmax(0) - onehot(y_t)) / 3 on rows 0, 1, 2; clipped to global norm 0.1
@@ -70,7 +68,7 @@ def test_train_lm_one_step_by_hand_with_clipping_and_schedule():
 def test_train_lm_evaluates_every_k_steps_and_after_the_last():
     from gradkit_support.train import train_lm
 
-    model = _Bigram()
+    model = _zero_bigram()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     x, y = torch.tensor([[0, 1, 2]]), torch.tensor([[1, 2, 3]])
     xs, ys = train_lm(model, opt, _fixed_batches(x, y), 7, eval_every=3, clip_norm=None,

@@ -65,6 +65,19 @@ class MLP(nn.Module):
         return self.net(x.flatten(1))
 
 
+class Bigram(nn.Module):
+    """``logits[b, t] = W[ids[b, t]]``: a causal LM whose log-probabilities are easy to compute by hand
+    (tests of LM losses, unlearning objectives and training loops). ``W`` is ``N(0, 1)`` under ``seed``."""
+
+    def __init__(self, vocab: int = 7, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.W = nn.Parameter(torch.randn(vocab, vocab, generator=g))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.W[ids]
+
+
 class _Block(nn.Module):
     def __init__(self, d_model: int, n_head: int, block_size: int, dropout: float):
         super().__init__()
