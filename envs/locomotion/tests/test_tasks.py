@@ -307,3 +307,26 @@ def test_bad_arguments_are_clear_errors():
         PointOmniEnv().step(np.zeros(3))
     with pytest.raises(gym.error.Error):
         gym.make("gradkit/NoSuchTask-v0")
+
+
+def test_a_foot_with_several_floor_contacts_counts_once_and_other_pairs_not_at_all():
+    """The step's contact scan on hand-made contact lists (the running fraction is contacts / valid steps)."""
+    import types
+
+    env = make("gradkit/HalfCheetahUni-v0", episode_length=10)
+    env.reset(seed=0)
+    floor = env._floor_id
+    back, front = (int(g) for g in env.feet_geom_ids)
+    other = next(g for g in range(env.model.ngeom) if g not in (floor, back, front))
+    lists = [
+        [[floor, back], [back, floor], [floor, back]],  # back foot, three contacts: one count
+        [[front, floor], [back, other], [front, back]],  # front on the floor; back touches only non-floor geoms
+        [],  # flight
+    ]
+    env.data = types.SimpleNamespace(ncon=0)  # the scan reads ncon here and the pairs from the contact list
+    descs = []
+    for pairs in lists:
+        env.data.ncon = len(pairs)
+        env._contacts = types.SimpleNamespace(geom=np.array(pairs, dtype=np.int64).reshape(-1, 2))
+        descs.append(env.step(np.zeros(6))[4]["descriptor"])
+    np.testing.assert_array_equal(descs, [[1.0, 0.0], [1 / 2, 1 / 2], [1 / 3, 1 / 3]])
