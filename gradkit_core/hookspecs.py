@@ -43,7 +43,7 @@ def gradkit_register_explainers(register):
 
 @hookspec
 def gradkit_register_optimizers(register):
-    """Register optimizers and gradient transforms (kind ``optimizers``).
+    """Register optimizers (kind ``optimizers``).
 
     Contract: the target is a ``torch.optim.Optimizer`` subclass (or a factory
     returning one) taking ``params`` first; hyperparameters live in ``defaults``
@@ -51,9 +51,28 @@ def gradkit_register_optimizers(register):
     ``step(closure=None)`` calls the closure under ``torch.enable_grad()`` and
     returns its loss; parameters whose ``grad`` is ``None`` are left untouched;
     ``state_dict()`` / ``load_state_dict()`` round-trip to an identical
-    continuation.  Gradient aggregators (multi-task, first-layer transforms) that
-    write into ``p.grad`` for any optimizer also register here, tagged
-    ``gradient-transform``.
+    continuation.  A non-finite learning rate or other hyperparameter is a
+    ``ValueError`` at construction; a non-finite gradient is a clear error raised
+    before any parameter or state is changed (all groups are checked first).
+    Things that rewrite gradients for *any* optimizer are kind ``transforms``.
+    """
+
+
+@hookspec
+def gradkit_register_transforms(register):
+    """Register gradient transforms (kind ``transforms``): multi-task gradient aggregators
+    and layer wrappers that rewrite ``p.grad`` for whatever optimizer the user steps.
+
+    They are not optimizers: they never change parameters themselves.
+
+    Contract, for an aggregator: ``create(name, params, **hp)`` with ``params`` the shared
+    parameters; it combines per-task gradients (``combine(grads)``) and writes the result
+    into each shared parameter's ``.grad``; state it keeps across steps round-trips through
+    ``state_dict()`` / ``load_state_dict()``.  For a layer wrapper: ``create(name, module,
+    **hp)`` returns the module whose backward writes the transformed gradient, and
+    applying it twice is the same as once.  Non-finite losses, gradients or
+    hyperparameters are a clear ``ValueError``; a failed call leaves ``.grad`` and the
+    transform's state as they were.  :mod:`gradkit_core.testing.transforms` checks it.
     """
 
 
@@ -196,6 +215,7 @@ def gradkit_register_metrics(register):
 KIND_HOOKS = {
     "explainers": "gradkit_register_explainers",
     "optimizers": "gradkit_register_optimizers",
+    "transforms": "gradkit_register_transforms",
     "unlearners": "gradkit_register_unlearners",
     "agents": "gradkit_register_agents",
     "simulators": "gradkit_register_simulators",

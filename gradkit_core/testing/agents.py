@@ -28,8 +28,8 @@ Subclass :class:`AgentConformance` in a plugin's tests and supply a small env::
     from gradkit_core.testing.agents import AgentConformance
 
     class TestDSACT(AgentConformance):
-        agent_name = "dsac-t"
-        agent_kwargs = {"hidden": (16, 16), "warmup": 50, "batch_size": 16}
+        component = "dsac-t"
+        component_kwargs = {"hidden": (16, 16), "warmup": 50, "batch_size": 16}
         learn_steps = 120
 
         @pytest.fixture
@@ -52,9 +52,9 @@ import pytest
 
 class AgentConformance:
     #: registered component name (``None``: override :meth:`make_agent`)
-    agent_name: Optional[str] = None
-    #: keyword hyperparameters for ``create(name, env, seed=..., **agent_kwargs)`` (keep them tiny)
-    agent_kwargs: Dict[str, Any] = {}
+    component: Optional[str] = None
+    #: keyword hyperparameters for ``create(name, env, seed=..., **component_kwargs)`` (keep them tiny)
+    component_kwargs: Dict[str, Any] = {}
     #: env steps for each ``learn`` call in the suite (enough to do some gradient updates)
     learn_steps: int = 200
     #: episodes for the ``evaluate`` check
@@ -66,9 +66,9 @@ class AgentConformance:
     def make_agent(self, env: Any, seed: int = 0):
         import gradkit_core as gk
 
-        if self.agent_name is None:
-            raise TypeError("set agent_name or override make_agent()")
-        return gk.create(self.agent_name, env, kind="agents", seed=seed, **self.agent_kwargs)
+        if self.component is None:
+            raise TypeError("set component or override make_agent()")
+        return gk.create(self.component, env, kind="agents", seed=seed, **self.component_kwargs)
 
     def make_discrete_env(self):
         import gymnasium as gym

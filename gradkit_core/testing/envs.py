@@ -8,7 +8,7 @@ Subclass :class:`EnvConformance` and set:
 ``component``
     the gradkit component name it is registered under (kind ``envs``); ``None`` skips the
     registry checks.
-``kwargs``
+``component_kwargs``
     keyword arguments for ``gymnasium.make`` (e.g. a short ``episode_length``).
 ``skip_render_check``
     ``True`` for envs whose render modes need a display (MuJoCo ``"human"``); they should
@@ -63,7 +63,7 @@ def _same(a: List[Any], b: List[Any]) -> bool:
 class EnvConformance:
     env_id: str = ""
     component: Optional[str] = None
-    kwargs: Dict[str, Any] = {}
+    component_kwargs: Dict[str, Any] = {}
     skip_render_check: bool = False
     max_episode_steps: Optional[int] = None
     #: steps of the seeding test
@@ -73,7 +73,7 @@ class EnvConformance:
     def make(self, **overrides):
         import gymnasium
 
-        kw = dict(self.kwargs)
+        kw = dict(self.component_kwargs)
         kw.update(overrides)
         return gymnasium.make(self.env_id, **kw)
 
@@ -165,7 +165,7 @@ class EnvConformance:
             assert type(env.unwrapped) is cls, f"make({self.env_id!r}) built {type(env.unwrapped)}, gradkit names {cls}"
         finally:
             env.close()
-        direct = gk.create(self.component, kind="envs", **self.kwargs)
+        direct = gk.create(self.component, kind="envs", **self.component_kwargs)
         try:
             assert type(direct) is cls
             assert direct.observation_space == env.observation_space

@@ -23,8 +23,8 @@ Subclass :class:`ExplainerConformance` in a plugin's tests::
     from gradkit_core.testing.explainers import ExplainerConformance
 
     class TestGradCAM(ExplainerConformance):
-        explainer_name = "grad-cam"
-        explainer_kwargs = {}
+        component = "grad-cam"
+        component_kwargs = {}
 
 The suite brings its own small seeded conv classifier (:meth:`make_model`) whose
 ``target_layer`` (the last ReLU) outputs ``(B, 16, 8, 8)``.  Override :meth:`make_model`
@@ -66,9 +66,9 @@ def _hook_dicts(module: nn.Module):
 
 class ExplainerConformance:
     #: registered component name (``None``: override :meth:`make_explainer`)
-    explainer_name: Optional[str] = None
-    #: keyword arguments for ``create(name, model, target_layer=..., **explainer_kwargs)``
-    explainer_kwargs: Dict[str, Any] = {}
+    component: Optional[str] = None
+    #: keyword arguments for ``create(name, model, target_layer=..., **component_kwargs)``
+    component_kwargs: Dict[str, Any] = {}
     #: whether the maps are a deterministic function of (model, x, targets)
     deterministic: bool = True
     #: the maps of two classes must differ by more than this (max absolute difference)
@@ -94,12 +94,12 @@ class ExplainerConformance:
         return torch.rand(4, 1, 16, 16, generator=g)
 
     def make_explainer(self, model, target_layer, **kwargs):
-        if self.explainer_name is None:
-            raise TypeError("set `explainer_name` on the ExplainerConformance subclass or override make_explainer")
+        if self.component is None:
+            raise TypeError("set `component` on the ExplainerConformance subclass or override make_explainer")
         import gradkit_core as gk
 
-        return gk.create(self.explainer_name, model, target_layer=target_layer, kind="explainers",
-                         **{**self.explainer_kwargs, **kwargs})
+        return gk.create(self.component, model, target_layer=target_layer, kind="explainers",
+                         **{**self.component_kwargs, **kwargs})
 
     # ------------------------------------------------------------------ helpers
     def _explain(self, x, targets=None, model=None, layer=None):
@@ -110,11 +110,11 @@ class ExplainerConformance:
 
     # ------------------------------------------------------------------ registry
     def test_registered_as_explainer(self):
-        if self.explainer_name is None:
+        if self.component is None:
             pytest.skip("built without the registry")
         import gradkit_core as gk
 
-        spec = gk.info(self.explainer_name, kind="explainers")
+        spec = gk.info(self.component, kind="explainers")
         assert spec.kind == "explainers"
 
     # ------------------------------------------------------------------ output

@@ -2,10 +2,10 @@
 
 Subclass :class:`OptimizerConformance` and set:
 
-``name``
+``component``
     the registered component name (created through ``gradkit_core.create``), or
     override :meth:`make` to build the optimizer yourself.
-``kwargs``
+``component_kwargs``
     keyword arguments for construction (e.g. ``{"lr": 1e-3}``).
 ``needs_closure``
     ``True`` for optimizers whose ``step`` requires a closure (line searches,
@@ -23,7 +23,7 @@ silently turned into finite updates.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 import torch
@@ -44,8 +44,8 @@ def _batch(seed: int = 1):
 
 
 class OptimizerConformance:
-    name: str = ""
-    kwargs: Dict[str, Any] = {}
+    component: Optional[str] = None
+    component_kwargs: Dict[str, Any] = {}
     needs_closure: bool = False
     #: the optimizer is allowed to keep no per-parameter state (e.g. plain SGD)
     stateless: bool = False
@@ -54,9 +54,9 @@ class OptimizerConformance:
     def make(self, params, **overrides) -> torch.optim.Optimizer:
         import gradkit_core as gk
 
-        kw = dict(self.kwargs)
+        kw = dict(self.component_kwargs)
         kw.update(overrides)
-        return gk.create(self.name, params, kind="optimizers", **kw)
+        return gk.create(self.component, params, kind="optimizers", **kw)
 
     def model(self, seed: int = 0) -> torch.nn.Module:
         return _model(seed)

@@ -20,8 +20,8 @@ tensors for language models)::
     from gradkit_core.testing.unlearners import UnlearnerConformance
 
     class TestSalUn(UnlearnerConformance):
-        unlearner_name = "salun"
-        unlearner_kwargs = {"ratio": 0.5}
+        component = "salun"
+        component_kwargs = {"ratio": 0.5}
         unlearn_kwargs = {"epochs": 1}
 
         @pytest.fixture
@@ -53,9 +53,9 @@ import pytest
 
 class UnlearnerConformance:
     #: registered component name (``None``: override :meth:`make_unlearner`)
-    unlearner_name: Optional[str] = None
-    #: keyword arguments for ``create(name, model, **unlearner_kwargs)``
-    unlearner_kwargs: Dict[str, Any] = {}
+    component: Optional[str] = None
+    #: keyword arguments for ``create(name, model, **component_kwargs)``
+    component_kwargs: Dict[str, Any] = {}
     #: keyword arguments for ``.unlearn(forget, retain, **unlearn_kwargs)`` (keep them small)
     unlearn_kwargs: Dict[str, Any] = {}
     #: whether a run must change at least one parameter (set False for a no-op baseline)
@@ -81,9 +81,9 @@ class UnlearnerConformance:
         """Build the unlearner for ``model`` (through the registry by default)."""
         import gradkit_core as gk
 
-        if self.unlearner_name is None:
-            raise TypeError("set `unlearner_name` on the conformance subclass or override make_unlearner()")
-        return gk.create(self.unlearner_name, model, kind="unlearners", **{**self.unlearner_kwargs, **kwargs})
+        if self.component is None:
+            raise TypeError("set `component` on the conformance subclass or override make_unlearner()")
+        return gk.create(self.component, model, kind="unlearners", **{**self.component_kwargs, **kwargs})
 
     def seed_everything(self, seed: int) -> None:
         import numpy as np
@@ -120,11 +120,11 @@ class UnlearnerConformance:
 
     # ------------------------------------------------------------------ the contract
     def test_registered_as_unlearner(self):
-        if self.unlearner_name is None:
+        if self.component is None:
             pytest.skip("no registered name to look up")
         import gradkit_core as gk
 
-        spec = gk.info(self.unlearner_name, kind="unlearners")
+        spec = gk.info(self.component, kind="unlearners")
         assert spec.kind == "unlearners"
         assert spec.summary, "an unlearner needs a one-line summary"
 

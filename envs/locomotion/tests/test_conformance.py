@@ -17,7 +17,7 @@ class TestPointOmni(EnvConformance):
 class _Mujoco(EnvConformance):
     # "human" rendering needs a display; rgb_array rendering is tested in test_tasks.py
     skip_render_check = True
-    kwargs = {"episode_length": 40}
+    component_kwargs = {"episode_length": 40}
     max_episode_steps = 40
 
 

@@ -14,7 +14,7 @@ SMALL = dict(n=3, horizon=3)
 class TestSeparateConformance(EnvConformance):
     env_id = "gradkit/ThinShellSeparate-v0"
     component = env_name(env_id)
-    kwargs = SMALL
+    component_kwargs = SMALL
     max_episode_steps = 3
     n_steps = 3
 
@@ -22,7 +22,7 @@ class TestSeparateConformance(EnvConformance):
 class TestLiftConformance(EnvConformance):
     env_id = "gradkit/ThinShellLift-v0"
     component = env_name(env_id)
-    kwargs = dict(n=3, horizon=2, block_res=(2, 2, 2))
+    component_kwargs = dict(n=3, horizon=2, block_res=(2, 2, 2))
     max_episode_steps = 2
     n_steps = 2
 
@@ -30,7 +30,7 @@ class TestLiftConformance(EnvConformance):
 class TestFoldConformance(EnvConformance):
     env_id = "gradkit/ThinShellFold-v0"
     component = env_name(env_id)
-    kwargs = SMALL
+    component_kwargs = SMALL
     max_episode_steps = 3
     n_steps = 3
 

@@ -15,13 +15,13 @@ D = torch.float64
 
 
 class TestNormalizedGDConformance(OptimizerConformance):
-    name = "normalized-gd"
-    kwargs = {"lr": 0.1}
+    component = "normalized-gd"
+    component_kwargs = {"lr": 0.1}
 
 
 class TestNormalizedGDLoopConformance(OptimizerConformance):
-    name = "normalized-gd"
-    kwargs = {"lr": 0.1, "foreach": False}
+    component = "normalized-gd"
+    component_kwargs = {"lr": 0.1, "foreach": False}
 
 
 @pytest.mark.parametrize("foreach", [False, True])

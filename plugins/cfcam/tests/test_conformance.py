@@ -4,35 +4,35 @@ from gradkit_core.testing.explainers import ExplainerConformance
 
 
 class TestCFCAMConformance(ExplainerConformance):
-    explainer_name = "cf-cam"
+    component = "cf-cam"
 
 
 class TestCFCAMBilateralConformance(ExplainerConformance):
-    explainer_name = "cf-cam"
-    explainer_kwargs = {"filter": "bilateral"}
+    component = "cf-cam"
+    component_kwargs = {"filter": "bilateral"}
 
 
 class TestCFCAMGuidedUnnormalisedConformance(ExplainerConformance):
-    explainer_name = "cf-cam"
-    explainer_kwargs = {"filter": "guided", "weight_norm": "none"}
+    component = "cf-cam"
+    component_kwargs = {"filter": "guided", "weight_norm": "none"}
 
 
 class TestGradCAMConformance(ExplainerConformance):
-    explainer_name = "grad-cam"
+    component = "grad-cam"
 
 
 class TestGradCAMPlusPlusConformance(ExplainerConformance):
-    explainer_name = "grad-cam++"
+    component = "grad-cam++"
 
 
 class TestSmoothGradCAMPlusPlusConformance(ExplainerConformance):
-    explainer_name = "smooth-grad-cam++"
-    explainer_kwargs = {"n_samples": 3}
+    component = "smooth-grad-cam++"
+    component_kwargs = {"n_samples": 3}
 
 
 class TestScoreCAMConformance(ExplainerConformance):
-    explainer_name = "score-cam"
+    component = "score-cam"
 
 
 class TestAblationCAMConformance(ExplainerConformance):
-    explainer_name = "ablation-cam"
+    component = "ablation-cam"

@@ -226,7 +226,7 @@ class TestConformance(UnlearnerConformance):
 
     @pytest.fixture(autouse=True)
     def _name(self, name):
-        self.unlearner_name = name
+        self.component = name
 
     @pytest.fixture
     def make_model(self):

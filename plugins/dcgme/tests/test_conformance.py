@@ -12,7 +12,7 @@ TINY = dict(n_cells=16, n_init_cvt_samples=1000, init_batch=8, ga_batch=4, pg_ba
 
 
 class _QD(AgentConformance):
-    agent_kwargs = TINY
+    component_kwargs = TINY
     learn_steps = 2  # QD iterations
 
     @pytest.fixture
@@ -21,12 +21,12 @@ class _QD(AgentConformance):
 
 
 class TestDCGME(_QD):
-    agent_name = "dcg-me"
+    component = "dcg-me"
 
 
 class TestPGAME(_QD):
-    agent_name = "pga-me"
+    component = "pga-me"
 
 
 class TestMAPElites(_QD):
-    agent_name = "map-elites"
+    component = "map-elites"

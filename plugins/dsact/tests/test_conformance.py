@@ -11,7 +11,7 @@ TINY = dict(hidden=(16, 16), activation="relu", batch_size=16, warmup=30, env_st
 
 
 class _Pendulum(AgentConformance):
-    agent_kwargs = TINY
+    component_kwargs = TINY
     learn_steps = 70
     eval_episodes = 2
 
@@ -21,12 +21,12 @@ class _Pendulum(AgentConformance):
 
 
 class TestDSACTConformance(_Pendulum):
-    agent_name = "dsac-t"
+    component = "dsac-t"
 
 
 class TestDSACv1Conformance(_Pendulum):
-    agent_name = "dsac-v1"
+    component = "dsac-v1"
 
 
 class TestSACConformance(_Pendulum):
-    agent_name = "sac"
+    component = "sac"

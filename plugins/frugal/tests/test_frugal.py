@@ -15,33 +15,33 @@ torch.set_num_threads(1)
 
 # ---------------------------------------------------------------------- conformance
 class TestFrugalConformance(OptimizerConformance):
-    name = "frugal"
-    kwargs = {"lr": 1e-2, "weight_decay": 0.1, "update_gap": 2}
+    component = "frugal"
+    component_kwargs = {"lr": 1e-2, "weight_decay": 0.1, "update_gap": 2}
 
 
 class TestFrugalColumnConformance(OptimizerConformance):
-    name = "frugal"
-    kwargs = {"lr": 1e-2, "proj_type": "column", "update_gap": 2, "reset_state": False}
+    component = "frugal"
+    component_kwargs = {"lr": 1e-2, "proj_type": "column", "update_gap": 2, "reset_state": False}
 
 
 class TestFrugalRandKConformance(OptimizerConformance):
-    name = "frugal"
-    kwargs = {"lr": 1e-2, "proj_type": "randk", "update_gap": 2, "state_free": "sgd"}
+    component = "frugal"
+    component_kwargs = {"lr": 1e-2, "proj_type": "randk", "update_gap": 2, "state_free": "sgd"}
 
 
 class TestFrugalSVDConformance(OptimizerConformance):
-    name = "frugal"
-    kwargs = {"lr": 1e-2, "proj_type": "svd", "density": 0.5, "update_gap": 2}
+    component = "frugal"
+    component_kwargs = {"lr": 1e-2, "proj_type": "svd", "density": 0.5, "update_gap": 2}
 
 
 class TestGaloreStyleConformance(OptimizerConformance):
-    name = "galore-style"
-    kwargs = {"lr": 1e-2, "density": 0.5, "update_gap": 2}
+    component = "galore-style"
+    component_kwargs = {"lr": 1e-2, "density": 0.5, "update_gap": 2}
 
 
 class TestBadamStyleConformance(OptimizerConformance):
-    name = "badam-style"
-    kwargs = {"lr": 1e-2, "density": 0.5, "update_gap": 2}
+    component = "badam-style"
+    component_kwargs = {"lr": 1e-2, "density": 0.5, "update_gap": 2}
 
 
 # ---------------------------------------------------------------------- helpers

@@ -248,8 +248,8 @@ def test_solver_registered_and_created():
 
 # ---------------------------------------------------------------------- the optimizer
 class TestGNSConformanceZeroHessian(OptimizerConformance):
-    name = "gn-smooth"
-    kwargs = {"hessian": "zero"}
+    component = "gn-smooth"
+    component_kwargs = {"hessian": "zero"}
     needs_closure = True
 
 
@@ -259,8 +259,8 @@ def _identity_hessian(params):
 
 
 class TestGNSConformanceCallableHessian(OptimizerConformance):
-    name = "gn-smooth"
-    kwargs = {"hessian": _identity_hessian}
+    component = "gn-smooth"
+    component_kwargs = {"hessian": _identity_hessian}
     needs_closure = True
 
 

@@ -9,13 +9,13 @@ from gradkit_lion.optim import Lion
 
 
 class TestLionConformance(OptimizerConformance):
-    name = "lion"
-    kwargs = {"lr": 1e-3, "weight_decay": 0.1}
+    component = "lion"
+    component_kwargs = {"lr": 1e-3, "weight_decay": 0.1}
 
 
 class TestLionLoopConformance(OptimizerConformance):
-    name = "lion"
-    kwargs = {"lr": 1e-3, "weight_decay": 0.1, "foreach": False}
+    component = "lion"
+    component_kwargs = {"lr": 1e-3, "weight_decay": 0.1, "foreach": False}
 
 
 def _official_lion_step(p, g, m, lr, beta1, beta2, wd):

@@ -16,14 +16,14 @@ torch.set_num_threads(1)
 
 
 class TestSAMConformance(OptimizerConformance):
-    name = "sam"
-    kwargs = {"lr": 1e-2, "rho": 0.05}
+    component = "sam"
+    component_kwargs = {"lr": 1e-2, "rho": 0.05}
     needs_closure = True
 
 
 class TestSAMSGDConformance(OptimizerConformance):
-    name = "sam"
-    kwargs = {"lr": 1e-2, "rho": 0.05, "base": "sgd", "momentum": 0.0}
+    component = "sam"
+    component_kwargs = {"lr": 1e-2, "rho": 0.05, "base": "sgd", "momentum": 0.0}
     needs_closure = True
     stateless = False
 

@@ -23,31 +23,31 @@ class _Base(UnlearnerConformance):
 
 
 class TestSalUnConformance(_Base):
-    unlearner_name = "salun"
+    component = "salun"
 
 
 class TestSalUnSoftConformance(_Base):
-    unlearner_name = "salun-soft"
+    component = "salun-soft"
 
 
 class TestRandomLabelConformance(_Base):
-    unlearner_name = "random-label"
+    component = "random-label"
 
 
 class TestFineTuneConformance(_Base):
-    unlearner_name = "fine-tune"
+    component = "fine-tune"
 
 
 class TestGradientAscentConformance(_Base):
-    unlearner_name = "gradient-ascent"
+    component = "gradient-ascent"
 
 
 class TestL1SparseConformance(_Base):
-    unlearner_name = "l1-sparse"
+    component = "l1-sparse"
 
 
 class TestRetrainConformance(_Base):
-    unlearner_name = "retrain"
+    component = "retrain"
 
 
 def test_api_from_issue(make_mlp, f_loader, r_loader):

@@ -8,14 +8,14 @@ from gradkit_support.baselines import SignSGD, quantize_update
 
 
 class TestSignSGDConformance(OptimizerConformance):
-    name = "sign-sgd"
-    kwargs = {"lr": 1e-3, "weight_decay": 0.1}
+    component = "sign-sgd"
+    component_kwargs = {"lr": 1e-3, "weight_decay": 0.1}
     stateless = True
 
 
 class TestSignSGDMomentumConformance(OptimizerConformance):
-    name = "sign-sgd"
-    kwargs = {"lr": 1e-3, "momentum": 0.9}
+    component = "sign-sgd"
+    component_kwargs = {"lr": 1e-3, "momentum": 0.9}
 
 
 def test_sign_sgd_hand_computed_steps():

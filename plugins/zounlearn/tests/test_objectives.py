@@ -198,8 +198,8 @@ class TestConformance(UnlearnerConformance):
 
     @pytest.fixture(autouse=True)
     def _name(self, name, kw):
-        self.unlearner_name = name
-        self.unlearner_kwargs = {"lr": 1e-3, **kw}
+        self.component = name
+        self.component_kwargs = {"lr": 1e-3, **kw}
 
     @pytest.fixture
     def make_model(self):

@@ -195,8 +195,8 @@ def test_registered_defaults():
 
 
 class TestSignAdamConformance(OptimizerConformance):
-    name = "sign-adam"
-    kwargs = {"lr": 1e-3}
+    component = "sign-adam"
+    component_kwargs = {"lr": 1e-3}
 
 
 class _ZOConformance(OptimizerConformance):
@@ -226,16 +226,16 @@ class _ZOConformance(OptimizerConformance):
 
 
 class TestZOConformance(_ZOConformance):
-    name = "zo"
-    kwargs = {"lr": 1e-3, "num_queries": 2}
+    component = "zo"
+    component_kwargs = {"lr": 1e-3, "num_queries": 2}
 
 
 class TestZOSGDForwardConformance(_ZOConformance):
-    name = "zo"
-    kwargs = {"lr": 1e-3, "base": "sgd", "estimator": "forward", "direction": "rademacher"}
+    component = "zo"
+    component_kwargs = {"lr": 1e-3, "base": "sgd", "estimator": "forward", "direction": "rademacher"}
     stateless = False
 
 
 class TestHybridConformance(_ZOConformance):
-    name = "hybrid-fo-zo"
-    kwargs = {"lr": 1e-3}
+    component = "hybrid-fo-zo"
+    component_kwargs = {"lr": 1e-3}
