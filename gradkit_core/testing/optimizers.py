@@ -11,13 +11,24 @@ Subclass :class:`OptimizerConformance` and set:
     ``True`` for optimizers whose ``step`` requires a closure (line searches,
     zeroth-order); the suite then always passes one and checks that calling
     ``step()`` without it raises a clear error.
+``reads_gradients``
+    ``False`` for zeroth-order optimizers that never read ``.grad`` (the rule on
+    non-finite gradients is then skipped; their rule on non-finite losses is theirs).
+``weight_decay_key``
+    name of the weight-decay hyperparameter (``"weight_decay"``); ``None`` if the
+    optimizer has none.  When it is in ``defaults`` the suite checks that NaN, inf
+    and negative values are rejected at construction.
 
 The rules checked: parameters move on a step; hyperparameters live in
 ``defaults`` and per-group values are honoured; state is lazy; a parameter whose
 ``grad`` is ``None`` is untouched and gets no state; ``step(closure)`` returns the
 closure's loss and evaluates it with gradients enabled; ``state_dict`` round trip
-gives an identical continuation; ``zero_grad`` works; NaN/inf gradients are not
-silently turned into finite updates.
+gives an identical continuation; ``zero_grad`` works.  Bad input: a NaN, inf or
+negative ``lr`` (and weight decay) is a ``ValueError`` at construction; a NaN/inf
+gradient is a clear error (``ValueError`` or ``FloatingPointError`` naming the
+problem) raised before ANY parameter or state changes, even when it sits in the
+last parameter of a later param group (so every group is validated before the
+first one is stepped).
 """
 
 from __future__ import annotations
@@ -49,6 +60,10 @@ class OptimizerConformance:
     needs_closure: bool = False
     #: the optimizer is allowed to keep no per-parameter state (e.g. plain SGD)
     stateless: bool = False
+    #: False for zeroth-order optimizers that never read ``.grad``
+    reads_gradients: bool = True
+    #: the weight-decay hyperparameter's name, or None if there is none
+    weight_decay_key: Optional[str] = "weight_decay"
 
     # -------------------------------------------------------------- construction
     def make(self, params, **overrides) -> torch.optim.Optimizer:
@@ -194,18 +209,86 @@ class OptimizerConformance:
         opt.zero_grad()
         assert all(p.grad is None or not p.grad.any() for p in m.parameters())
 
-    def test_nonfinite_gradient_is_not_silently_hidden(self):
+    # -------------------------------------------------------------- bad input
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1e-3])
+    def test_bad_lr_is_rejected_at_construction(self, bad):
         m = self.model()
-        opt = self.make(m.parameters())
-        self._loss(m).backward()
-        first = next(iter(m.parameters()))
-        first.grad[0, 0] = float("nan")
+        with pytest.raises(ValueError, match=r"(?i)lr|learning"):
+            self.make(m.parameters(), lr=bad)
+
+    @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1])
+    def test_bad_weight_decay_is_rejected_at_construction(self, bad):
+        key = self.weight_decay_key
+        if key is None or key not in self.make(self.model().parameters()).defaults:
+            pytest.skip("this optimizer has no weight-decay hyperparameter")
+        with pytest.raises(ValueError, match=r"(?i)decay|" + key):
+            self.make(self.model().parameters(), **{key: bad})
+
+    def _nonfinite_gradient_rule(self, value: float):
+        if not self.reads_gradients:
+            pytest.skip("zeroth-order optimizer: it never reads .grad")
+        m1, m2 = self.model(0), self.model(3)
+        opt = self.make([{"params": list(m1.parameters())}, {"params": list(m2.parameters())}])
+        last = list(m2.parameters())[-1]
+
+        def closure(poison: bool):
+            def run():
+                opt.zero_grad()
+                loss = self._loss(m1) + self._loss(m2)
+                if poison:
+                    # finite loss, non-finite gradient in the LAST parameter of the LATER group:
+                    # sqrt'(0) = inf, reached along two paths of opposite sign (inf - inf = nan) or one
+                    u = last.reshape(-1)[0]
+                    loss = loss + (u - u).sqrt() if value != value else loss + (u - u.detach()).sqrt()
+                loss.backward()
+                return loss
+
+            return run
+
+        # one ordinary step first, so that every group has state to protect
         if self.needs_closure:
-            pytest.skip("closure-driven optimizers recompute gradients inside step")
-        try:
+            opt.step(closure(False))
+        else:
+            closure(False)()
             opt.step()
-        except (ValueError, RuntimeError, FloatingPointError) as exc:
-            assert "nan" in str(exc).lower() or "finite" in str(exc).lower() or "inf" in str(exc).lower()
-            return
-        # if the optimizer does not raise, the NaN must show in the parameter (never silently finite)
-        assert not torch.isfinite(first).all(), "a NaN gradient must raise or propagate, not vanish"
+        params_before = self._params(m1) + self._params(m2)
+        state_before = copy.deepcopy(opt.state_dict())
+        with pytest.raises((ValueError, FloatingPointError)) as info:
+            if self.needs_closure:
+                opt.step(closure(True))
+            else:
+                run = closure(True)
+                run()
+                g = last.grad.reshape(-1)
+                assert not torch.isfinite(g[0]), "test setup: the gradient must be non-finite"
+                opt.step()
+        msg = str(info.value).lower()
+        assert "nan" in msg or "finite" in msg or "inf" in msg, f"the error must name the problem: {info.value}"
+        for a, b in zip(params_before, self._params(m1) + self._params(m2)):
+            assert torch.equal(a, b), "a failed step must leave every parameter (of every group) unchanged"
+        _assert_same_state(state_before, opt.state_dict())
+
+    def test_nan_gradient_in_later_group_raises_before_anything_changes(self):
+        self._nonfinite_gradient_rule(float("nan"))
+
+    def test_inf_gradient_in_later_group_raises_before_anything_changes(self):
+        self._nonfinite_gradient_rule(float("inf"))
+
+
+def _assert_same_state(a, b, path: str = "state_dict") -> None:
+    """Deep equality of two state dicts (tensors exactly equal)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), f"{path} changed type"
+        assert a.shape == b.shape and torch.equal(a, b), f"a failed step must leave optimizer state unchanged: {path}"
+        return
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), f"a failed step must not add or remove state: {path}"
+        for k in a:
+            _assert_same_state(a[k], b[k], f"{path}[{k!r}]")
+        return
+    if isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{path} changed length"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_state(x, y, f"{path}[{i}]")
+        return
+    assert a == b or (a != a and b != b), f"a failed step must leave optimizer state unchanged: {path} {a!r} -> {b!r}"
