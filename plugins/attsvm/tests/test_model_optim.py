@@ -73,10 +73,45 @@ def test_zero_gradient_is_a_zero_step_even_with_eps_zero():
     assert torch.equal(p.detach(), torch.ones(2, dtype=D))
 
 
-@pytest.mark.parametrize("kw, match", [(dict(lr=-1.0), "lr"), (dict(eps=-1.0), "eps"), (dict(foreach="yes"), "foreach")])
+@pytest.mark.parametrize("kw, match", [(dict(lr=-1.0), "lr"), (dict(eps=-1.0), "eps"), (dict(foreach="yes"), "foreach"),
+                                       (dict(lr=float("nan")), "lr"), (dict(lr=float("inf")), "lr"),
+                                       (dict(eps=float("nan")), "eps"), (dict(eps=float("inf")), "eps")])
 def test_optimizer_bad_hyperparameters(kw, match):
     with pytest.raises(ValueError, match=match):
         NormalizedGD([torch.zeros(1, requires_grad=True)], **kw)
+    opt = NormalizedGD([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(ValueError, match=match):                      # same rule for a later param group
+        opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], **kw})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("foreach", [None, False])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_gradient_in_a_later_group_raises_before_any_group_steps(foreach, bad):
+    a = torch.ones(3, dtype=D, requires_grad=True)
+    a2 = torch.ones(2, dtype=D, requires_grad=True)
+    b = torch.ones(2, dtype=D, requires_grad=True)
+    opt = NormalizedGD([{"params": [a, a2]}, {"params": [b], "lr": 0.5}], lr=0.1, foreach=foreach)
+    a.grad, a2.grad = torch.ones(3, dtype=D), torch.ones(2, dtype=D)
+    b.grad = torch.tensor([1.0, bad], dtype=D)
+    with pytest.raises(ValueError, match="non-finite gradient.*group 1"):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(3, dtype=D)) and torch.equal(b.detach(), torch.ones(2, dtype=D))
+    assert len(opt.state) == 0, "no state may be created by a failed step"
+    b.grad = torch.tensor([3.0, 4.0], dtype=D)                        # the caller fixes the batch: the step works
+    opt.step()
+    assert torch.allclose(b.detach(), torch.tensor([1 - 0.5 * 0.6, 1 - 0.5 * 0.8], dtype=D))
+    assert opt.state[a]["step"] == 1
+
+
+def test_lr_set_to_nan_after_construction_is_rejected_at_step():
+    p = torch.ones(2, dtype=D, requires_grad=True)
+    opt = NormalizedGD([p])
+    opt.param_groups[0]["lr"] = float("nan")
+    p.grad = torch.ones(2, dtype=D)
+    with pytest.raises(ValueError, match="lr"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.ones(2, dtype=D))
 
 
 # ---------------------------------------------------------------------- the model

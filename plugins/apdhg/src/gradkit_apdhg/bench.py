@@ -69,8 +69,6 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
                  "seconds are noisy, ratios less so.")
     res.add_note("The exact combinatorial solvers are far faster on this problem class; the first-order methods are "
                  "compared for their matrix-free O(n^2)-per-iteration cost, the paper's setting.")
-    if out:
-        res.save(out)
     return res
 
 

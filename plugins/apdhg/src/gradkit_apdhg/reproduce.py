@@ -82,8 +82,6 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     res.add_note("work = applications of A or A^T (row/column sums, O(n^2) each): CP 2 per iteration, "
                  "(adaptive) PC-PDHG 3 per iteration + 1 per backtrack; KKT monitoring is not counted.")
     res.add_note("Timings were taken on a loaded 2-core machine (other jobs running); compare iterations / work.")
-    if out:
-        res.save(out)
     return res
 
 

@@ -88,6 +88,4 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
                  "(> 1: slower than Clarabel). Times include cvxpy's problem compilation.")
     res.add_note("one_minus_corr_vs_clarabel: worst disagreement of each backend's W^mm with Clarabel's; max_violation: "
                  "largest amount by which a margin constraint is missed (first-order SCS/OSQP stop at looser tolerances)")
-    if out:
-        res.save(out)
     return res

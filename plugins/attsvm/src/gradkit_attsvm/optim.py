@@ -10,6 +10,7 @@ official notebooks). ``eps`` defaults to float64's machine epsilon, the official
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -23,18 +24,22 @@ class NormalizedGD(torch.optim.Optimizer):
     Update ``p ← p − lr · (g / (‖g‖_F + eps))``.  ``foreach=None`` uses the ``torch._foreach_*``
     kernels when a group holds several dense tensors (one call for many small runs; the same
     arithmetic, bit for bit, as the per-tensor loop).  State: ``step`` (steps taken by that
-    tensor), created on its first step.  A NaN/inf gradient propagates into the parameter (it is
-    not hidden); a zero gradient leaves the parameter still.
+    tensor), created on its first step.  A zero gradient leaves the parameter still.
+
+    Bad input: a NaN/inf/negative ``lr`` or ``eps`` is a ValueError at construction (and in
+    ``add_param_group``); a NaN/inf gradient in any group raises ValueError before any parameter or
+    state of any group changes (all groups are checked first), so the caller can skip the batch.
     """
 
     def __init__(self, params, lr: float = 0.1, eps: float = EPS64, foreach: Optional[bool] = None):
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr < 0:
-            raise ValueError(f"lr must be a non-negative number, got {lr!r}")
-        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
-            raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-        if foreach not in (None, True, False):
-            raise ValueError(f"foreach must be None, True or False, got {foreach!r}")
+        _check_hparams(lr, eps, foreach)
         super().__init__(params, dict(lr=float(lr), eps=float(eps), foreach=foreach))
+
+    def add_param_group(self, param_group):
+        for key in ("lr", "eps", "foreach"):
+            if key in param_group:
+                _check_hparams(**{key: param_group[key]})
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -42,14 +47,24 @@ class NormalizedGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            lr, eps = group["lr"], group["eps"]
+        # validate every group before touching any parameter or state
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            _check_hparams(group["lr"], group["eps"], group["foreach"])   # catches later edits of group["lr"]
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
             grads = [p.grad for p in params]
             if any(g.is_sparse for g in grads):
                 raise TypeError("NormalizedGD does not support sparse gradients")
+            for pi, g in enumerate(grads):
+                if not bool(torch.isfinite(g).all()):
+                    raise ValueError(f"NormalizedGD: non-finite gradient (nan/inf) in param group {gi}, tensor {pi} "
+                                     f"of shape {tuple(g.shape)}; no parameter was changed, skip this step "
+                                     "(e.g. zero_grad and move to the next batch)")
+            work.append((group, params, grads))
+        for group, params, grads in work:
+            lr, eps = group["lr"], group["eps"]
+            if not params:
+                continue
             for p in params:
                 state = self.state[p]
                 state["step"] = state.get("step", 0) + 1
@@ -68,3 +83,15 @@ class NormalizedGD(torch.optim.Optimizer):
                         denom = torch.where(denom == 0, torch.ones_like(denom), denom)
                     p.add_(g / denom, alpha=-lr)
         return loss
+
+
+def _check_hparams(lr=0.1, eps=EPS64, foreach=None):
+    for name, val in (("lr", lr), ("eps", eps)):
+        if isinstance(val, torch.Tensor) and val.numel() == 1:
+            val = val.item()
+        if not isinstance(val, (int, float)) or isinstance(val, bool):
+            raise TypeError(f"{name} must be a finite non-negative number, got {type(val).__name__} {val!r}")
+        if not math.isfinite(val) or val < 0:
+            raise ValueError(f"{name} must be a finite non-negative number, got {val!r}")
+    if foreach not in (None, True, False):
+        raise ValueError(f"foreach must be None, True or False, got {foreach!r}")

@@ -229,6 +229,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                  "(argmax_t y_i x_it^T v) for the rank study; frac_local_is_global records how often they agree")
     res.add_note("rank: singular values above 1e-6 * sigma_max for the SVM solutions; trained W's rank uses 1e-3 "
                  "(a finite-time iterate is only approximately low-rank)")
-    if out:
-        res.save(out)
     return res

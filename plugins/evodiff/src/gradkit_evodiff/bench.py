@@ -75,6 +75,4 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
                             ratio_to_dpmpp2m=round(med[k] / med["dpmpp-2m"], 3))
     res.add_note("one process, torch 1 thread, medians of interleaved repetitions; the machine was shared and "
                  "loaded, so only ratios are meaningful.")
-    if out is not None:
-        res.save(out)
     return res

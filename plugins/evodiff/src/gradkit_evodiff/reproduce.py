@@ -145,6 +145,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     res.add_note("Heun's NFE is 2N-1 (even budgets use one evaluation less); its low-NFE blow-up matches the paper's "
                  "Heun rows (FID > 100 below NFE 10).")
     res.add_note(f"seed {seed}; wall {time.perf_counter() - t0:.0f} s on a shared, loaded 2-core CPU")
-    if out is not None:
-        res.save(out)
     return res
