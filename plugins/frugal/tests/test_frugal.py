@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 # ---------------------------------------------------------------------- conformance
 class TestFrugalConformance(OptimizerConformance):
     component = "frugal"
-    component_kwargs = {"lr": 1e-2, "weight_decay": 0.1, "update_gap": 2}
+    component_kwargs = {"lr": 1e-2, "weight_decay": 0.1, "update_gap": 2, "density": 0.5}
 
 
 class TestFrugalColumnConformance(OptimizerConformance):
@@ -168,15 +168,44 @@ def test_svd_none_is_galore_update():
 def test_svd_sign_free_part_uses_orthogonal_complement():
     torch.manual_seed(1)
     W = nn.Parameter(torch.randn(6, 6))
-    opt = FRUGAL([W], lr=0.1, density=0.5, proj_type="svd", proj_lr_scale=0.0)
+    opt = FRUGAL([W], lr=0.1, density=0.5, proj_type="svd", proj_lr_scale=0.5, eps=1e-8)
     G = torch.randn(6, 6)
     W.grad = G.clone()
     before = W.detach().clone()
     opt.step()
     Q = opt.state[W]["Q"]
     assert torch.allclose(Q.T @ Q, torch.eye(3), atol=1e-5)
-    expected = before - 0.1 * torch.sign(G - G @ Q @ Q.T)
-    assert torch.allclose(W.detach(), expected, atol=1e-6)
+    low = G @ Q  # first Adam step in the subspace: low / (|low| + eps)
+    expected = before - 0.1 * 0.5 * (low / (low.abs() + 1e-8)) @ Q.T - 0.1 * 0.5 * torch.sign(G - G @ Q @ Q.T)
+    assert torch.allclose(W.detach(), expected, atol=1e-5)
+
+
+def test_state_free_lr_is_scaled_by_both_lr_scales_as_in_the_official_code():
+    """Official FRUGAL: inactive_lr = lr · proj_params_lr_scale · inactive_lr_scale."""
+    torch.manual_seed(0)
+    W = nn.Parameter(torch.randn(5, 4))
+    opt = FRUGAL([W], lr=0.1, density=0.0, proj_type="block", proj_lr_scale=0.5, state_free_lr_scale=0.4)
+    W.grad = torch.randn(5, 4)
+    before = W.detach().clone()
+    opt.step()
+    assert torch.allclose(W.detach(), before - 0.1 * 0.5 * 0.4 * torch.sign(W.grad))
+
+
+@pytest.mark.parametrize("proj_type", ["svd", "column"])
+def test_default_projection_side_follows_the_matrix_shape(proj_type):
+    """proj_side='auto' (default) projects the smaller dimension: right (columns) when rows >= columns, else left
+    (the official code's 'std'), so an SVD rank of ρ·min(m, n) and a state of ρ·m·n on either shape."""
+    torch.manual_seed(0)
+    tall, wide = nn.Parameter(torch.randn(16, 4)), nn.Parameter(torch.randn(4, 16))
+    opt = FRUGAL([tall, wide], lr=0.1, density=0.5, proj_type=proj_type)
+    assert opt.defaults["proj_side"] == "auto"
+    for W in (tall, wide):
+        W.grad = torch.randn_like(W)
+    opt.step()
+    assert opt.state[tall]["exp_avg"].shape == (16, 2)
+    assert opt.state[wide]["exp_avg"].shape == (2, 16)
+    if proj_type == "svd":
+        assert opt.state[tall]["Q"].shape == (4, 2) and opt.state[wide]["Q"].shape == (4, 2)
 
 
 # ---------------------------------------------------------------------- memory: ρ of AdamW's
@@ -198,10 +227,10 @@ def test_state_is_rho_of_adamw_on_projectable_weights(proj_type, rho):
     extra = total - moments
     if proj_type == "randk":
         assert extra == sum(4 * round(rho * W.numel()) for W in Ws)  # cached int32 coordinates (state: a seed)
-    elif proj_type == "column":
-        assert extra == sum(8 * round(rho * W.shape[1]) for W in Ws)  # int64 column indices
-    else:  # svd also stores the projector Q (d×r)
-        assert extra == sum(4 * W.shape[1] * round(rho * W.shape[1]) for W in Ws)
+    elif proj_type == "column":  # int64 column (row) indices on the smaller side
+        assert extra == sum(8 * round(rho * min(W.shape)) for W in Ws)
+    else:  # svd also stores the projector Q (d×r), d the smaller side
+        assert extra == sum(4 * min(W.shape) * round(rho * min(W.shape)) for W in Ws)
 
 
 def test_block_state_is_rho_of_blocks():
@@ -215,17 +244,36 @@ def test_block_state_is_rho_of_blocks():
         assert sum("exp_avg" in opt.state[W] for W in Ws) == 2
 
 
-@pytest.mark.parametrize("order", ["random", "descending"])
-def test_block_selection_never_exceeds_rho_with_unequal_blocks(order):
-    sizes = [(8, 8), (32, 32), (16, 8), (32, 16), (8, 4), (24, 24)]
+def test_random_blocks_are_drawn_uniformly_whatever_their_size():
+    """Official FRUGAL: round(ρ·L) blocks drawn uniformly at every refresh.  A budget-filling draw picks small
+    blocks far more often than large ones (here the 64×64 block would never be state-full)."""
+    sizes = [(8, 8), (64, 64), (16, 8), (32, 16), (8, 4), (24, 24), (4, 4), (64, 32)]
     Ws = [nn.Parameter(torch.randn(*s)) for s in sizes]
-    opt = FRUGAL(Ws, lr=1e-3, density=0.3, proj_type="block", update_gap=1, block_order=order)
-    for _ in range(12):
+    opt = FRUGAL(Ws, lr=1e-3, density=0.25, proj_type="block", update_gap=1, seed=3)
+    counts = [0] * len(Ws)
+    refreshes = 300
+    for _ in range(refreshes):
+        for W in Ws:
+            W.grad = torch.ones_like(W)
+        opt.step()
+        active = [i for i, W in enumerate(Ws) if "exp_avg" in opt.state[W]]
+        assert len(active) == 2  # round(0.25 · 8)
+        for i in active:
+            counts[i] += 1
+    freq = [c / refreshes for c in counts]
+    # each block: Binomial(300, 0.25)/300, standard error 0.025; 0.1 is four standard errors
+    assert all(abs(f - 0.25) < 0.1 for f in freq), freq
+
+
+@pytest.mark.parametrize("density,expected", [(0.5, 3), (0.3, 2), (0.0, 0), (1.0, 6)])
+def test_block_count_is_round_rho_times_blocks(density, expected):
+    Ws = [nn.Parameter(torch.randn(4 + i, 3)) for i in range(6)]
+    opt = FRUGAL(Ws, lr=1e-3, density=density, proj_type="block", update_gap=1)
+    for _ in range(3):
         for W in Ws:
             W.grad = torch.randn_like(W)
         opt.step()
-        b = opt.state_bytes()
-        assert 0 < b <= 0.3 * _adamw_bytes(Ws)
+        assert sum("exp_avg" in opt.state[W] for W in Ws) == expected
 
 
 def test_tiny_gpt_rho_quarter_state_is_below_04_of_adamw():
@@ -260,7 +308,7 @@ def test_block_rotation_descending_and_state_reset():
 def test_column_refresh_resets_or_carries_over(reset):
     torch.manual_seed(0)
     W = nn.Parameter(torch.randn(4, 10))
-    opt = FRUGAL([W], lr=0.1, density=0.5, proj_type="column", update_gap=3, reset_state=reset)
+    opt = FRUGAL([W], lr=0.1, density=0.5, proj_type="column", proj_side="right", update_gap=3, reset_state=reset)
     for _ in range(3):
         W.grad = torch.randn(4, 10)
         opt.step()
@@ -368,7 +416,7 @@ def test_sparse_gradient_is_a_clear_error():
 def test_complex_and_bad_hyperparameters_are_clear_errors():
     with pytest.raises(TypeError, match="complex parameters"):
         FRUGAL([nn.Parameter(torch.randn(3, 3, dtype=torch.complex64))])
-    with pytest.raises(ValueError, match="density must be in"):
+    with pytest.raises(ValueError, match="density must be a number in"):
         FRUGAL([nn.Parameter(torch.randn(3, 3))], density=1.5)
     with pytest.raises(ValueError, match="proj_type must be one of"):
         FRUGAL([nn.Parameter(torch.randn(3, 3))], proj_type="qr")
@@ -378,6 +426,49 @@ def test_complex_and_bad_hyperparameters_are_clear_errors():
         FRUGAL([{"params": [nn.Parameter(torch.randn(3))], "projectable": True}])
     with pytest.raises(ValueError, match="state_free must be one of"):
         FRUGAL([{"params": [nn.Parameter(torch.randn(3, 3))], "state_free": "adam"}])
+
+
+@pytest.mark.parametrize("factory", [FRUGAL, galore_style, badam_style])
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "eps", "proj_lr_scale", "state_free_lr_scale"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_nonfinite_or_negative_hyperparameters_are_rejected(factory, key, value):
+    with pytest.raises(ValueError, match=f"{key} must be a finite number"):
+        factory([nn.Parameter(torch.randn(3, 3))], **{key: value})
+    # the same rule for a group added later with its own value
+    opt = factory([nn.Parameter(torch.randn(3, 3))])
+    with pytest.raises(ValueError, match=f"{key} must be a finite number"):
+        opt.add_param_group({"params": [nn.Parameter(torch.randn(2, 2))], key: value})
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_density_and_betas_are_rejected(value):
+    with pytest.raises(ValueError, match="density must be a number"):
+        FRUGAL([nn.Parameter(torch.randn(3, 3))], density=value)
+    with pytest.raises(ValueError, match="betas must be"):
+        FRUGAL([nn.Parameter(torch.randn(3, 3))], betas=(0.9, value))
+
+
+@pytest.mark.parametrize("factory,kw", [(FRUGAL, {}), (FRUGAL, {"proj_type": "svd"}), (galore_style, {}),
+                                        (badam_style, {"density": 0.5})])
+def test_nan_gradient_in_a_later_group_changes_no_earlier_group(factory, kw):
+    torch.manual_seed(0)
+    a, b = nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(3, 2))
+    opt = factory([{"params": [a]}, {"params": [b]}], lr=0.1, update_gap=1, **kw)
+    a.grad, b.grad = torch.randn(4, 3), torch.randn(3, 2)
+    opt.step()  # state exists now
+    params = [a.detach().clone(), b.detach().clone()]
+    state = copy.deepcopy(opt.state_dict())
+    a.grad, b.grad = torch.randn(4, 3), torch.randn(3, 2)
+    b.grad[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite gradient"):
+        opt.step()
+    assert torch.equal(a.detach(), params[0]) and torch.equal(b.detach(), params[1])
+    after = opt.state_dict()
+    assert after["frugal"][0]["k"] == state["frugal"][0]["k"]
+    for k, st in state["state"].items():
+        for key, v in st.items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(after["state"][k][key], v), key
 
 
 # ---------------------------------------------------------------------- claim direction (tiny)

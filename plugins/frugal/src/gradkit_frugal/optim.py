@@ -10,7 +10,8 @@ For every *projectable* weight ``W`` (a 2-D matrix inside the network's blocks) 
    ``U_full = m̂ / (√v̂ + ε)`` with bias correction.
 4. state-free part: ``U_free = sign(G_free)`` (``sign_sgd``), ``G_free`` (``sgd``) or ``0`` (``none``, which
    recovers GaLore / BAdam).
-5. ``W ← W(1 − η·wd) − η·proj_lr_scale·P⁻¹(U_full) − η·state_free_lr_scale·U_free``.
+5. ``W ← W(1 − η·wd) − η·s_p·P⁻¹(U_full) − η·s_p·s_f·U_free`` with ``s_p = proj_lr_scale`` and
+   ``s_f = state_free_lr_scale`` (the official code scales the state-free lr by both).
 
 Every other parameter (embeddings, norms, biases, the output head) is trained with full AdamW.  The
 weight decay is applied first, as ``torch.optim.AdamW`` does, so that FRUGAL with ``density=1`` (block,
@@ -35,7 +36,7 @@ from gradkit_support.baselines import SignSGD  # noqa: F401  (shared baseline, r
 PROJ_TYPES = ("block", "column", "randk", "svd")
 STATE_FREE_RULES = ("sign_sgd", "sgd", "none")
 BLOCK_ORDERS = ("random", "descending", "ascending")
-PROJ_SIDES = ("right", "left")
+PROJ_SIDES = ("auto", "right", "left")
 
 #: module names (last dotted component) treated as output heads by :func:`frugal_param_groups`
 HEAD_NAMES = ("head", "lm_head", "output", "logits", "classifier", "embed_out", "score")
@@ -48,20 +49,24 @@ def _n_selected(density: float, size: int) -> int:
     return min(size, max(1, int(round(density * size))))
 
 
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _check_hparams(h: Dict[str, Any]) -> None:
     lr = h["lr"]
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+    if not _finite_number(lr) or lr < 0:
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     betas = h["betas"]
-    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+    if len(betas) != 2 or not all(_finite_number(float(b)) and 0.0 <= float(b) < 1.0 for b in betas):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    if not h["eps"] > 0:
-        raise ValueError(f"eps must be > 0, got {h['eps']!r}")
-    if h["weight_decay"] < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {h['weight_decay']!r}")
-    if not 0.0 <= float(h["density"]) <= 1.0:
-        raise ValueError(f"density must be in [0, 1] (share of each projectable matrix that is state-full), "
-                         f"got {h['density']!r}")
+    if not _finite_number(h["eps"]) or not h["eps"] > 0:
+        raise ValueError(f"eps must be a finite number > 0, got {h['eps']!r}")
+    if not _finite_number(h["weight_decay"]) or h["weight_decay"] < 0:
+        raise ValueError(f"weight_decay must be a finite number >= 0, got {h['weight_decay']!r}")
+    if not _finite_number(h["density"]) or not 0.0 <= float(h["density"]) <= 1.0:
+        raise ValueError(f"density must be a number in [0, 1] (share of each projectable matrix, or of the blocks, "
+                         f"that is state-full), got {h['density']!r}")
     if not isinstance(h["update_gap"], int) or isinstance(h["update_gap"], bool) or h["update_gap"] < 1:
         raise ValueError(f"update_gap must be a positive int (steps between subspace refreshes), got {h['update_gap']!r}")
     for key, allowed in (("proj_type", PROJ_TYPES), ("state_free", STATE_FREE_RULES),
@@ -69,10 +74,23 @@ def _check_hparams(h: Dict[str, Any]) -> None:
         if h[key] not in allowed:
             raise ValueError(f"{key} must be one of {allowed}, got {h[key]!r}")
     for key in ("state_free_lr_scale", "proj_lr_scale"):
-        if not h[key] >= 0:
-            raise ValueError(f"{key} must be >= 0, got {h[key]!r}")
+        if not _finite_number(h[key]) or h[key] < 0:
+            raise ValueError(f"{key} must be a finite number >= 0, got {h[key]!r}")
     if h["projectable"] not in (None, True, False):
         raise ValueError(f"projectable must be None (auto: 2-D params), True or False, got {h['projectable']!r}")
+
+
+def _right_side(side: str, shape) -> bool:
+    """Whether the projection acts on the columns (``right``: ``G Q``) — ``auto`` picks the smaller dimension
+    (right when rows >= columns), as the official code's ``proj_side='std'`` does."""
+    if side == "auto":
+        return shape[0] >= shape[1]
+    return side == "right"
+
+
+def _n_blocks(density: float, n_blocks: int) -> int:
+    """Number of state-full blocks: ``round(ρ·L)`` (Python rounding), as the official BlockOptimizer."""
+    return min(n_blocks, int(round(density * n_blocks)))
 
 
 def _adam_direction(st: Dict[str, Any], g: torch.Tensor, beta1: float, beta2: float, eps: float) -> torch.Tensor:
@@ -111,10 +129,15 @@ class FRUGAL(Optimizer):
         density: ρ, share of every projectable matrix (or of the blocks, for ``block``) that is state-full.
         update_gap: T, steps between subspace refreshes.
         proj_type: ``block`` | ``column`` | ``randk`` | ``svd``.
-        proj_side: ``right`` (columns / right singular vectors) or ``left`` (rows / left singular vectors).
+        proj_side: ``auto`` (default: ``right`` when rows >= columns, else ``left``, so the projected side is the
+            smaller one, as the official code's ``std``), ``right`` (columns / right singular vectors) or ``left``
+            (rows / left singular vectors).  Used by ``column`` and ``svd``.
         state_free: ``sign_sgd`` | ``sgd`` | ``none`` — the rule on the complement of the subspace.
-        state_free_lr_scale, proj_lr_scale: lr multipliers of the two parts.
-        block_order: order in which ``block`` projection visits the blocks (``random`` draws a fresh subset).
+        state_free_lr_scale, proj_lr_scale: lr multipliers: the state-full part runs at ``lr·proj_lr_scale``, the
+            state-free part at ``lr·proj_lr_scale·state_free_lr_scale`` (the official code's convention).
+        block_order: how ``block`` projection picks its ``round(ρ·L)`` state-full blocks among the group's ``L``
+            projectable matrices: ``random`` (default: uniformly, a fresh draw at every refresh), ``descending``
+            (BAdam: last block first, cycling) or ``ascending``.
         reset_state: reset the state-full moments at a subspace switch (default) or carry over the overlap.
         seed: seed of the optimizer's own generator that draws subspaces (saved in ``state_dict``), so every
             data-parallel replica picks the same subspace.
@@ -123,7 +146,7 @@ class FRUGAL(Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, density: float = 0.25, update_gap: int = 200, proj_type: str = "block",
-                 proj_side: str = "right", state_free: str = "sign_sgd", state_free_lr_scale: float = 1.0,
+                 proj_side: str = "auto", state_free: str = "sign_sgd", state_free_lr_scale: float = 1.0,
                  proj_lr_scale: float = 1.0, block_order: str = "random", reset_state: bool = True,
                  projectable: Optional[bool] = None, seed: int = 0, check_finite: bool = True):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, density=density,
@@ -275,37 +298,23 @@ class FRUGAL(Optimizer):
 
     # ------------------------------------------------------------------ subspaces
     def _select_blocks(self, group, gx, proj_idx: List[int], first: bool) -> None:
-        # blocks are chosen until their parameters fill the budget ρ·(projectable numel), so the state-full
-        # share never exceeds ρ even when blocks differ in size (with equal blocks this is round(ρ·L) blocks)
+        # round(ρ·L) of the group's L projectable blocks are state-full, as in the official BlockOptimizer:
+        # ``random`` draws them uniformly (every block has the same chance, whatever its size), ``ascending`` /
+        # ``descending`` take the next round(ρ·L) blocks of a cycle (BAdam's order is descending)
         L = len(proj_idx)
-        params = group["params"]
-        budget = group["density"] * sum(params[i].numel() for i in proj_idx) * (1 + 1e-9)
+        n = _n_blocks(group["density"], L)
         order = group["block_order"]
-        chosen: List[int] = []
-        used = 0
-        if group["density"] > 0 and L:
-            if order == "random":
-                for j in torch.randperm(L, generator=gx["gen"]).tolist():
-                    size = params[proj_idx[j]].numel()
-                    if used + size <= budget:
-                        chosen.append(proj_idx[j])
-                        used += size
+        if n == 0:
+            chosen: List[int] = []
+        elif order == "random":
+            chosen = [proj_idx[j] for j in torch.randperm(L, generator=gx["gen"])[:n].tolist()]
+        else:
+            start = gx["cursor"]
+            if order == "ascending":
+                chosen = [proj_idx[(start + t) % L] for t in range(n)]
             else:
-                seq = proj_idx[::-1] if order == "descending" else proj_idx
-                taken = 0
-                while taken < L:
-                    i = seq[(gx["cursor"] + taken) % L]
-                    if used + params[i].numel() > budget:
-                        if chosen:
-                            break
-                        taken += 1  # a block larger than the whole budget is passed over
-                        continue
-                    chosen.append(i)
-                    used += params[i].numel()
-                    taken += 1
-                gx["cursor"] = (gx["cursor"] + taken) % L
-            if not chosen:  # every block exceeds the budget: take the smallest one
-                chosen = [min(proj_idx, key=lambda i: params[i].numel())]
+                chosen = [proj_idx[(L - 1 - (start + t)) % L] for t in range(n)]
+            gx["cursor"] = (start + n) % L
         new_active = set(chosen)
         old_active = gx["active"] or set()
         for i in proj_idx:
@@ -348,7 +357,7 @@ class FRUGAL(Optimizer):
         keep = not group["reset_state"] and not first
         G = p.grad
         if kind == "column":
-            dim = 1 if group["proj_side"] == "right" else 0
+            dim = 1 if _right_side(group["proj_side"], p.shape) else 0
             d = p.shape[dim]
             k = _n_selected(rho, d)
             cols = torch.randperm(d, generator=gx["gen"])[:k].sort().values.to(p.device)
@@ -394,7 +403,7 @@ class FRUGAL(Optimizer):
                     st.pop(key, None)
             st["seed"] = seed  # the state keeps only the seed; the indices are regenerated (and cached) from it
         elif kind == "svd":
-            right = group["proj_side"] == "right"
+            right = _right_side(group["proj_side"], p.shape)
             d = p.shape[1] if right else p.shape[0]
             r = min(_n_selected(rho, d), min(p.shape))
             if r == 0:
@@ -416,7 +425,10 @@ class FRUGAL(Optimizer):
         lr = group["lr"]
         beta1, beta2 = group["betas"]
         eps, rule = group["eps"], group["state_free"]
-        ps, fs = group["proj_lr_scale"], group["state_free_lr_scale"]
+        # the state-free part runs at lr·proj_lr_scale·state_free_lr_scale, as in the official code (its
+        # ``inactive_lr = lr · proj_params_lr_scale · inactive_lr_scale``)
+        ps = group["proj_lr_scale"]
+        fs = ps * group["state_free_lr_scale"]
         G = p.grad
         kind = group["proj_type"]
         st = self.state[p]
@@ -432,7 +444,7 @@ class FRUGAL(Optimizer):
             if refresh or marker not in st:
                 self._refresh_subspace(group, gx, p, st, first=marker not in st)
             if kind == "column":
-                dim = 1 if group["proj_side"] == "right" else 0
+                dim = 1 if _right_side(group["proj_side"], p.shape) else 0
                 cols = st["cols"]
                 free = _free_direction(G, rule, fs)
                 upd = torch.zeros_like(G) if free is None else free
@@ -451,7 +463,7 @@ class FRUGAL(Optimizer):
                     upd = _free_direction(G, rule, fs)
                 else:
                     Q = st["Q"]
-                    right = group["proj_side"] == "right"
+                    right = _right_side(group["proj_side"], p.shape)
                     low = G @ Q if right else Q.T @ G
                     back = low @ Q.T if right else Q @ low
                     u = _adam_direction(st, low, beta1, beta2, eps)
@@ -467,7 +479,7 @@ class FRUGAL(Optimizer):
 
 # ---------------------------------------------------------------------- baselines
 def galore_style(params: Iterable, lr: float = 1e-3, density: float = 0.25, update_gap: int = 200,
-                 proj_side: str = "right", **kwargs) -> FRUGAL:
+                 proj_side: str = "auto", **kwargs) -> FRUGAL:
     """GaLore-style baseline: AdamW in the top-``r`` SVD subspace of each projectable matrix
     (``r = ρ·d``), nothing outside it — FRUGAL with ``proj_type='svd'`` and ``state_free='none'``.
     ``proj_lr_scale`` plays the role of GaLore's ``scale`` α."""
