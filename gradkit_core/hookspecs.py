@@ -80,10 +80,36 @@ def gradkit_register_transforms(register):
 def gradkit_register_unlearners(register):
     """Register machine-unlearning methods (kind ``unlearners``).
 
-    Contract: ``create(name, model, **kw).unlearn(forget, retain, **kw)`` returns
-    the unlearned model.  ``forget`` / ``retain`` are iterables of batches
-    (``(x, y)`` for classifiers, token tensors or dicts for language models).
-    An empty forget set is an error.
+    Contract (one calling convention for every unlearner)::
+
+        unlearner = create(name, model, **hyperparameters)
+        model = unlearner.unlearn(forget, retain=None, *, epochs=None, max_steps=None, seed=None)
+
+    * Construction validates the hyperparameters: NaN / inf / out-of-range values
+      raise ``ValueError`` there, before any data is seen.
+    * ``unlearn`` returns the unlearned model (updated in place).  ``forget`` /
+      ``retain`` are re-iterable collections of batches: ``(x, y)`` tuples / lists of
+      tensors for classifiers; for language models a dict ``{"input_ids": LongTensor
+      (B, T), "attention_mask": optional (B, T), "forget_mask": optional bool (B, T)
+      marking the tokens to forget}`` or a bare ``input_ids`` LongTensor.
+    * Budget: ``epochs`` = passes over the forget set (methods that train on the
+      retain set only count passes over it), ``max_steps`` = cap on update steps;
+      either, both (whichever ends first) or neither (the method's registered default
+      budget).  After the call ``unlearner.last_run`` is a dict with at least
+      ``steps`` (int), ``epochs`` (completed passes, float) and ``stopped_by``
+      (``"epochs"``, ``"max_steps"`` or a method-specific reason such as
+      ``"stop_fn"``), so a budget is never cut silently.
+    * ``seed``: an int makes the run deterministic (random labels, zeroth-order
+      directions, shuffles, dropout) and leaves the caller's global RNG state as it
+      was; two runs with the same seed give identical parameters.
+    * ``retain=None`` is allowed only for methods that do not use retain data; a
+      method that needs it raises ``ValueError``; an empty forget set, or an empty
+      retain set that is needed, is a ``ValueError``.
+    * Bad input (NaN / inf inputs, out-of-range labels or token ids, an all-False
+      ``forget_mask``) is a ``ValueError`` naming the problem, and a failed run
+      leaves the model's parameters as they were.
+
+    ``gradkit_core.testing.unlearners.UnlearnerConformance`` checks all of it.
     """
 
 
@@ -211,26 +237,5 @@ def gradkit_register_metrics(register):
     """
 
 
-#: every kind, in display order, mapped to its hook name
-KIND_HOOKS = {
-    "explainers": "gradkit_register_explainers",
-    "optimizers": "gradkit_register_optimizers",
-    "transforms": "gradkit_register_transforms",
-    "unlearners": "gradkit_register_unlearners",
-    "agents": "gradkit_register_agents",
-    "simulators": "gradkit_register_simulators",
-    "envs": "gradkit_register_envs",
-    "samplers": "gradkit_register_samplers",
-    "estimators": "gradkit_register_estimators",
-    "architectures": "gradkit_register_architectures",
-    "trainers": "gradkit_register_trainers",
-    "rewards": "gradkit_register_rewards",
-    "solvers": "gradkit_register_solvers",
-    "benchmarks": "gradkit_register_benchmarks",
-    "reproductions": "gradkit_register_reproductions",
-    "metrics": "gradkit_register_metrics",
-}
-
-#: kinds that hold runnable experiments rather than methods; a bare name that also
-#: names a method resolves to the method
-EXPERIMENT_KINDS = frozenset({"benchmarks", "reproductions"})
+# the kinds and their hook names live in a module without pluggy (a cached `gradkit list` never imports it)
+from .kinds import EXPERIMENT_KINDS, KIND_HOOKS  # noqa: E402,F401
