@@ -104,6 +104,59 @@ def test_decoupled_weight_decay_divides_by_initial_lr():
     assert torch.allclose(p.detach(), torch.full((3,), 0.75))
 
 
+def test_add_param_group_and_schedulers_behave_like_torch_optimizers():
+    """Lion used to pre-set ``initial_lr``: add_param_group raised KeyError with decoupled decay, and an lr
+    changed after construction was reverted when a scheduler was created later."""
+    a, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    opt = Lion([a], lr=0.1, weight_decay=0.5, decoupled_weight_decay=True)
+    opt.add_param_group({"params": [b], "lr": 0.2})
+    a.grad, b.grad = torch.zeros(2), torch.zeros(2)
+    opt.step()  # no scheduler: decay lr*wd/lr0 with lr0 the group's own creation lr -> 0.5 in both groups
+    assert torch.allclose(a.detach(), torch.full((2,), 0.5)) and torch.allclose(b.detach(), torch.full((2,), 0.5))
+    assert "initial_lr" not in opt.param_groups[0], "initial_lr belongs to lr schedulers"
+    for cls in (torch.optim.AdamW, Lion):
+        p = torch.zeros(2, requires_grad=True)
+        o = cls([p], lr=1.0)
+        o.param_groups[0]["lr"] = 0.1
+        torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5)
+        assert o.param_groups[0]["lr"] == 0.1, cls  # AdamW keeps 0.1; Lion used to go back to 1.0
+
+
+def test_decoupled_weight_decay_follows_the_scheduler_base_lr():
+    p = torch.ones(3, requires_grad=True)
+    opt = Lion([p], lr=1.0, weight_decay=0.5, decoupled_weight_decay=True)
+    opt.param_groups[0]["lr"] = 0.2  # the user picks the base lr before attaching a schedule
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    sched.step()  # lr 0.1 = half the schedule's base lr 0.2
+    p.grad = torch.zeros(3)
+    opt.step()
+    assert torch.allclose(p.detach(), torch.full((3,), 0.75))  # decay 0.1 * 0.5 / 0.2 = 0.25
+
+
+def test_nan_in_a_later_group_changes_nothing_and_huge_finite_gradients_step():
+    a, b = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    opt = Lion([{"params": [a]}, {"params": [b]}], lr=0.1)
+    a.grad, b.grad = torch.ones(3), torch.tensor([1.0, float("nan"), 1.0])
+    with pytest.raises(ValueError, match=r"param group 1, parameter 0"):
+        opt.step()
+    with pytest.raises(FloatingPointError):  # still the exception type it raised before
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(3)) and len(opt.state) == 0, "group 0 must not be stepped"
+    b.grad = torch.full((3,), 1e30)  # its fp32 norm overflows to inf, yet every entry is finite
+    opt.step()
+    assert torch.allclose(b.detach(), torch.full((3,), 0.9))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_bad_group_hyperparameters_are_rejected(bad):
+    opt = Lion([torch.zeros(1, requires_grad=True)], lr=0.1)
+    for key in ("lr", "weight_decay"):
+        with pytest.raises(ValueError, match=key):
+            opt.add_param_group({"params": [torch.zeros(1, requires_grad=True)], key: bad})
+    with pytest.raises(ValueError, match="betas"):
+        Lion([torch.zeros(1, requires_grad=True)], betas=(bad, 0.99))
+
+
 def test_cautious_masks_disagreeing_entries():
     p = torch.zeros(4, requires_grad=True)
     opt = Lion([p], lr=1.0, cautious=True, foreach=False)
@@ -172,6 +225,10 @@ def test_chunked_path_for_large_tensors_matches_official_program(foreach):
         opt.step()
         for i in range(2):
             refs[i], ms[i] = _official_lion_step(refs[i], gs[i], ms[i], 1e-2, 0.9, 0.99, 0.2)
-    assert torch.allclose(big.detach(), refs[0], atol=1e-6)
-    assert torch.allclose(small.detach(), refs[1], atol=1e-6)
-    assert torch.allclose(opt.state[big]["exp_avg"], ms[0], atol=1e-6)
+    if foreach:  # chunked + foreach paths: lerp, equal up to rounding
+        assert torch.allclose(big.detach(), refs[0], atol=1e-6)
+        assert torch.allclose(small.detach(), refs[1], atol=1e-6)
+        assert torch.allclose(opt.state[big]["exp_avg"], ms[0], atol=1e-6)
+    else:  # foreach=False: the official arithmetic for every tensor, even those of >= CHUNK elements
+        assert torch.equal(big.detach(), refs[0]) and torch.equal(small.detach(), refs[1])
+        assert torch.allclose(opt.state[big]["exp_avg"], ms[0], atol=1e-6)

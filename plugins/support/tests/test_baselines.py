@@ -55,3 +55,23 @@ def test_sign_sgd_keeps_no_state_without_momentum_and_checks_input():
     assert len(opt.state) == 0
     with pytest.raises(ValueError, match="bits"):
         SignSGD([p], bits=0)
+
+
+def test_sign_sgd_nan_in_a_later_group_changes_nothing():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = SignSGD([{"params": [a]}, {"params": [b]}], lr=0.1, momentum=0.5)
+    a.grad, b.grad = torch.ones(3), torch.tensor([1.0, float("inf")])
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['params'\]\[0\]"):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(3)) and len(opt.state) == 0, "group 0 must not be stepped"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
+def test_sign_sgd_rejects_bad_hyperparameters_in_groups_too(bad):
+    p = torch.nn.Parameter(torch.ones(2))
+    for key in ("lr", "weight_decay"):
+        with pytest.raises(ValueError, match=key):
+            SignSGD([p], **{key: bad})
+        opt = SignSGD([p])
+        with pytest.raises(ValueError, match=key):
+            opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], key: bad})

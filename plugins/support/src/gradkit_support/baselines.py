@@ -30,25 +30,39 @@ def quantize_update(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(x / scale * levels) / levels
 
 
+def _finite_nonneg(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+
 class SignSGD(Optimizer):
     """signSGD / Signum with decoupled weight decay: ``p ← p(1 − lr·wd) − lr·Q(m; bits)``.
 
     ``m = g`` with ``momentum = 0`` (the default: plain signSGD, no optimizer state) or
     ``m ← momentum·m + (1 − momentum)·g``.  ``bits = 1`` is the sign.  A NaN/inf gradient raises
-    ``ValueError`` naming the parameter before anything changes (``sign(nan)`` would be a silent 0).
+    ``ValueError`` naming the parameter before anything changes, in whichever param group it sits
+    (every group is checked before the first one is stepped; ``sign(nan)`` would be a silent 0).
+    A NaN/inf/negative ``lr`` or ``weight_decay``, in the constructor or ``add_param_group``, is a
+    ``ValueError``.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-4, momentum: float = 0.0, weight_decay: float = 0.0,
                  bits: int = 1):
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
-        if not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"invalid momentum {momentum}: expected 0 <= momentum < 1")
-        if not isinstance(bits, int) or not 1 <= bits <= 16:
-            raise ValueError(f"bits must be an int in [1, 16], got {bits!r}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, bits=bits))
+
+    def add_param_group(self, param_group):
+        # torch.optim.Optimizer.__init__ routes every group through here: one check for both paths
+        group = dict(self.defaults)
+        group.update(param_group)
+        lr, wd, momentum, bits = group["lr"], group["weight_decay"], group["momentum"], group["bits"]
+        if not _finite_nonneg(lr):
+            raise ValueError(f"SignSGD: lr must be a finite number >= 0, got {lr!r}")
+        if not _finite_nonneg(wd):
+            raise ValueError(f"SignSGD: weight_decay must be a finite number >= 0, got {wd!r}")
+        if not (_finite_nonneg(momentum) and momentum < 1.0):
+            raise ValueError(f"SignSGD: invalid momentum {momentum!r}: expected a number with 0 <= momentum < 1")
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
+            raise ValueError(f"SignSGD: bits must be an int in [1, 16], got {bits!r}")
+        super().add_param_group(param_group)
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], torch.Tensor]] = None):
@@ -56,16 +70,19 @@ class SignSGD(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for gi, group in enumerate(self.param_groups):
+        work = []
+        for gi, group in enumerate(self.param_groups):  # validate every group before changing anything
             live = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
-            for i, p in live:  # validate the whole group before changing anything
+            work.append((group, live))
+            for i, p in live:
                 g = p.grad
                 if g.is_sparse or g.is_complex():
                     raise TypeError(f"SignSGD needs dense real gradients; param_groups[{gi}]['params'][{i}] has a "
                                     f"{'sparse' if g.is_sparse else 'complex'} gradient")
                 if not torch.isfinite(g).all():
                     raise ValueError(f"non-finite gradient (nan/inf) in param_groups[{gi}]['params'][{i}] "
-                                     f"(shape {tuple(p.shape)}); expected finite values")
+                                     f"(shape {tuple(p.shape)}); expected finite values; nothing was changed")
+        for group, live in work:
             lr, mom, wd, bits = group["lr"], group["momentum"], group["weight_decay"], group["bits"]
             for _, p in live:
                 d = p.grad
