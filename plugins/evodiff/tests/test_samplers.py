@@ -7,7 +7,8 @@ import torch
 
 import gradkit_core
 from gradkit_evodiff.models import GaussianMixture, mmd_rbf, reconstruction_error, sliced_wasserstein
-from gradkit_evodiff.samplers import DDIM, EDMHeun, EVODiff, DPMSolverPP, DPMSolverPP2M, SAMPLERS
+from gradkit_evodiff.samplers import DDIM, EDMHeun, EVODiff, DPMSolverPP, DPMSolverPP2M, SAMPLERS, \
+    SamplerDivergedError
 from gradkit_evodiff.schedules import EDMSchedule, VPSchedule, time_grid
 
 EDM = EDMSchedule()
@@ -275,7 +276,7 @@ def test_consistency_gated_zeta_above_threshold():
     c = sigmoid(proj(m_{i-1}, (m_{i-1} - m_{i-2}) / h) (2 - (sigma_i/sigma_{i-1})^2)); below it sigmoid(|zeta*| - mu)."""
     gm = GaussianMixture.ring()
     x = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 80
-    gated = EVODiff(gm.denoiser(EDM), EDM, prediction="data", consistency_above=3, record=True)
+    gated = EVODiff(gm.denoiser(EDM), EDM, prediction="data", consistency_above=3, zeta_floor=None, record=True)
     gated.sample(x, 7)  # 6 solver steps > 3
     plain = EVODiff(gm.denoiser(EDM), EDM, prediction="data", record=True)
     plain.sample(x, 7)
@@ -309,3 +310,102 @@ def test_sliced_wasserstein_of_shifted_cloud():
     assert sliced_wasserstein(y + d, y, n_proj=2000) == pytest.approx(1 / math.sqrt(2), rel=0.05)
     with pytest.raises(ValueError, match="equal shape"):
         sliced_wasserstein(y[:10], y[:11])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 11: NFE > 21 returned garbage (gated zeta -> 1e-3 and below, corrector scaled by 1/zeta), iterates unchecked
+def _ring_case(dtype=torch.float64, dz=False):
+    gm = GaussianMixture.ring()
+    model = gm.denoiser(EDM)
+    ref_s = DPMSolverPP(model, EDM, order=2, prediction="data")
+    x = ref_s.prior_sample((300, 2), torch.Generator().manual_seed(0), dtype=dtype)
+    return model, x, ref_s.sample(x, 400)
+
+
+def test_default_evodiff_stays_accurate_above_nfe_21():
+    """Default settings: the error above 21 NFE stays at the level of NFE 15-21 (old default: 1e-3 at NFE 22,
+    6.5e4 at NFE 30 on this case) and below half of DDIM's error at the same NFE."""
+    model, x, ref = _ring_case(dz=False)
+    errs = {n: reconstruction_error(EVODiff(model, EDM, prediction="data", denoise_to_zero=False).sample(x, n), ref)
+            for n in (15, 21, 22, 25, 30, 40)}
+    for n in (22, 25, 30, 40):
+        assert errs[n] < 3 * errs[21] and errs[n] < errs[15], errs
+        ddim = reconstruction_error(DDIM(model, EDM, prediction="data", denoise_to_zero=False).sample(x, n), ref)
+        assert errs[n] < ddim / 2, (n, errs[n], ddim)
+
+
+def test_gated_zeta_is_floored_by_default():
+    """The gated branch (consistency_above set) keeps zeta >= sigmoid(-shift_mu), the ungated range; unfloored
+    (the official code) zeta falls far below it on the same run."""
+    model, x, ref = _ring_case(dz=False)
+    floor = 1 / (1 + math.exp(0.5))
+    guarded = EVODiff(model, EDM, prediction="data", denoise_to_zero=False, consistency_above=20, record=True)
+    out = guarded.sample(x, 30)
+    zs = torch.cat([r["zeta"].flatten() for r in guarded.trace if "zeta" in r])
+    assert zs.min() >= floor - 1e-12 and guarded.zeta_floor == pytest.approx(floor)
+    raw = EVODiff(model, EDM, prediction="data", denoise_to_zero=False, consistency_above=20, zeta_floor=None,
+                  record=True)
+    raw_out = raw.sample(x, 30)
+    assert min(float(r["zeta"].min()) for r in raw.trace if "zeta" in r) < 0.01
+    assert reconstruction_error(out, ref) < 1e-3 < reconstruction_error(raw_out, ref)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_overflowing_iterate_raises_for_every_sampler(name):
+    """A finite noise prediction (1e37, float32) on the VP schedule, where alpha(t_max) ~ 0.006: the data prediction
+    (x - sigma eps)/alpha overflows to inf.  Every sampler stops with SamplerDivergedError instead of returning inf
+    (the model-output check alone let this through)."""
+    vp = VPSchedule()
+    huge = lambda x, t: torch.full_like(x, 1e37)  # noqa: E731
+    s = SAMPLERS[name](huge, vp, prediction="noise")
+    with pytest.raises(SamplerDivergedError, match="overflowed"):
+        s.sample(torch.randn(4, 2), 6)
+
+
+def test_check_iterate_names_the_step():
+    s = DDIM(lambda x, t: x, EDM, prediction="data")
+    x = torch.ones(2, 2)
+    assert s.check_iterate(x, 3, 1.0) is x
+    x[1, 0] = float("inf")
+    with pytest.raises(SamplerDivergedError, match="solver step 3 .t=1") as exc:
+        s.check_iterate(x, 3, 1.0)
+    assert exc.value.step == 3 and exc.value.t == 1.0
+
+
+def test_projection_on_a_zero_direction_is_zero_not_nan():
+    s = EVODiff(lambda x, t: x, EDM, prediction="data")
+    a = torch.randn(3, 4, dtype=torch.float64)
+    assert torch.equal(s.proj(a, torch.zeros_like(a)), torch.zeros(3, 1, dtype=torch.float64))
+    b = torch.randn(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(s.proj(0.5 * b, b), torch.full((3, 1), 0.5, dtype=torch.float64))
+    # a model whose data prediction is exactly 0: every <m, m> is 0; the old code returned nan samples
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    x = torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 80
+    ev = EVODiff(zero, EDM, prediction="data", denoise_to_zero=False)
+    out = ev.sample(x, 6)
+    sig = [float(t) for t in ev.timesteps(6)]          # EDM: sigma = t; 6 solver steps without denoise_to_zero
+    torch.testing.assert_close(out, x * (sig[-1] / sig[0]) * (1 - math.sqrt(sig[-1] * sig[-2])))
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    (dict(temperature=float("nan")), ValueError, "temperature"),
+    (dict(temperature=-1.0), ValueError, "temperature"),
+    (dict(shift_mu=float("inf")), ValueError, "shift_mu"),
+    (dict(shift_mu=float("nan")), ValueError, "shift_mu"),
+    (dict(proj_clip=float("nan")), ValueError, "proj_clip"),
+    (dict(proj_clip=0.0), ValueError, "proj_clip"),
+    (dict(r_clip=(float("nan"), 1.5)), ValueError, "r_clip"),
+    (dict(r_clip=(0.25, float("inf"))), ValueError, "r_clip"),
+    (dict(r_clip=(1.5, 0.25)), ValueError, "r_clip"),
+    (dict(r_clip=(0.25,)), ValueError, "r_clip"),
+    (dict(r_clip=0.5), TypeError, "r_clip"),
+    (dict(temperature="hot"), TypeError, "temperature"),
+    (dict(consistency_above=-1), ValueError, "consistency_above"),
+    (dict(consistency_above=2.5), ValueError, "consistency_above"),
+    (dict(zeta_floor=0.0), ValueError, "zeta_floor"),
+    (dict(zeta_floor=float("nan")), ValueError, "zeta_floor"),
+    (dict(zeta_floor=1.5), ValueError, "zeta_floor"),
+])
+def test_heuristic_constants_are_validated(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        EVODiff(lambda x, t: x, EDM, prediction="data", **kw)

@@ -31,6 +31,28 @@ def _f(v) -> float:
     return float(v)
 
 
+class SamplerDivergedError(FloatingPointError):
+    """An ODE iterate (or the data prediction computed from a finite model output) became non-finite (nan/inf);
+    the sampler stops instead of returning non-finite samples.  ``step`` is the solver step, ``t`` its time."""
+
+    def __init__(self, msg, step=None, t=None):
+        super().__init__(msg)
+        self.step, self.t = step, t
+
+
+def _finite_number(name, val, *, low=None, high=None, low_open=False):
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(val).__name__} {val!r}")
+    val = float(val)
+    if not math.isfinite(val):
+        raise ValueError(f"{name} must be finite, got {val!r}")
+    if low is not None and (val <= low if low_open else val < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {val!r}")
+    if high is not None and val > high:
+        raise ValueError(f"{name} must be <= {high}, got {val!r}")
+    return val
+
+
 class DiffusionSampler(abc.ABC):
     """Base class: model wrapping, input checks, NFE accounting, time grid."""
 
@@ -82,7 +104,21 @@ class DiffusionSampler(abc.ABC):
             t64 = torch.tensor(t, dtype=torch.float64)
             a, s = _f(self.schedule.alpha(t64)), _f(self.schedule.sigma(t64))
             out = (x - s * out) / a
+            if not bool(torch.isfinite(out).all()):
+                raise SamplerDivergedError(
+                    f"{self.name}: the data prediction x0 = (x - sigma*eps)/alpha overflowed at t={t:.6g} (alpha="
+                    f"{a:.3g}, sigma={s:.3g}; model evaluation {self.nfe_used}) although the model output was finite; "
+                    f"use a wider dtype (x is {x.dtype}) or a larger t_min / smaller t_max", t=t)
         return out
+
+    def check_iterate(self, x: torch.Tensor, step: int, t) -> torch.Tensor:
+        """Raise :class:`SamplerDivergedError` if the iterate ``x`` after solver step ``step`` is non-finite."""
+        if not bool(torch.isfinite(x).all()):
+            raise SamplerDivergedError(
+                f"{self.name}: the ODE iterate became non-finite (nan/inf) at solver step {step} (t={_f(t):.6g}, "
+                f"{self.nfe_used} model evaluations); the solver is unstable for this budget/model - try another "
+                "NFE or sampler", step=step, t=_f(t))
+        return x
 
     def timesteps(self, steps: int) -> torch.Tensor:
         return time_grid(self.schedule, self.t_max, self.t_min, steps, self.skip_type)
@@ -109,7 +145,7 @@ class DiffusionSampler(abc.ABC):
         with torch.no_grad():
             x = self._sample(x_T, nfe)
         assert self.nfe_used <= nfe, (self.name, self.nfe_used, nfe)
-        return x
+        return self.check_iterate(x, "final", self.t_min)
 
     def _steps(self, nfe: int) -> int:
         return nfe - 1 if self.denoise_to_zero else nfe
@@ -138,7 +174,7 @@ class DDIM(DiffusionSampler):
         m = self.data_prediction(x, ts[0])
         for i in range(1, steps + 1):
             s_i, _, ratio, h, _ = self._coef(ts, i)
-            x = ratio * x + s_i * h * m
+            x = self.check_iterate(ratio * x + s_i * h * m, i, ts[i])
             if i < steps:
                 m = self.data_prediction(x, ts[i])
         if self.denoise_to_zero:
@@ -186,6 +222,7 @@ class DPMSolverPP(DiffusionSampler):
                 phi2 = phi1 / h + 1.0
                 phi3 = phi2 / h - 0.5
                 x = ratio * x - a_i * phi1 * ms[-1] + a_i * phi2 * d1 - a_i * phi3 * d2
+            self.check_iterate(x, i, ts[i])
             if i < steps:
                 ms = (ms + [self.data_prediction(x, ts[i])])[-3:]
         if self.denoise_to_zero:
@@ -230,7 +267,7 @@ class EDMHeun(DiffusionSampler):
             if kap[i + 1] > 0:
                 d2 = (xn - self.data_prediction(alp[i + 1] * xn, ts[i + 1])) / kap[i + 1]
                 xn = xb + (kap[i + 1] - kap[i]) * 0.5 * (d + d2)
-            xb = xn
+            xb = self.check_iterate(xn, i + 1, ts[i + 1] if i + 1 < len(ts) else 0.0)
         return xb
 
 
@@ -241,7 +278,11 @@ class EVODiff(DiffusionSampler):
 
     Heuristic constants of the official code are arguments: ``temperature`` (0.25), ``r_clip`` (0.25, 1.5),
     ``shift_mu`` (0.5), ``proj_clip`` (2.0), ``consistency_above`` (the consistency-gated zeta is used when the
-    number of solver steps exceeds it; 20).  Ablation switches: ``balance=False`` (beta = 1), ``adaptive_r=False``
+    number of solver steps exceeds it; 20; ``None`` never gates).  ``zeta_floor`` bounds the corrector scale zeta
+    from below (the corrector multiplies by 1/zeta): ``"auto"`` (default) = sigmoid(-shift_mu), the smallest value
+    the ungated zeta = sigmoid(|zeta*| - shift_mu) can take, so the gated branch can never take a larger corrector
+    step than the ungated one; ``None`` = no floor (the official code, whose gated zeta reaches 1e-3 and below and
+    makes the sampler diverge above 20 steps).  Ablation switches: ``balance=False`` (beta = 1), ``adaptive_r=False``
     (r_i = r), ``corrector=False`` (x_i = probe), ``final_step="ddim"`` (first-order last step instead of the
     code's variance-scaled last step).  ``record=True`` stores per-step coefficients in ``self.trace``.
     """
@@ -249,17 +290,33 @@ class EVODiff(DiffusionSampler):
     name = "evodiff"
 
     def __init__(self, model, schedule=None, *, temperature: float = 0.25, r_clip=(0.25, 1.5), shift_mu: float = 0.5,
-                 proj_clip: float = 2.0, consistency_above: int = 20, balance: bool = True, adaptive_r: bool = True,
-                 corrector: bool = True, final_step: str = "evodiff", record: bool = False, **kw):
+                 proj_clip: float = 2.0, consistency_above: Optional[int] = 20, zeta_floor="auto",
+                 balance: bool = True, adaptive_r: bool = True, corrector: bool = True, final_step: str = "evodiff",
+                 record: bool = False, **kw):
         super().__init__(model, schedule, **kw)
         if final_step not in ("evodiff", "ddim"):
             raise ValueError(f"final_step must be 'evodiff' or 'ddim', got {final_step!r}")
-        if len(tuple(r_clip)) != 2 or not (0 < r_clip[0] <= r_clip[1]):
-            raise ValueError(f"r_clip must be (low, high) with 0 < low <= high, got {r_clip}")
-        if proj_clip <= 0 or temperature < 0:
-            raise ValueError("proj_clip must be > 0 and temperature >= 0")
-        self.temperature, self.r_clip, self.shift_mu = float(temperature), tuple(map(float, r_clip)), float(shift_mu)
-        self.proj_clip, self.consistency_above = float(proj_clip), int(consistency_above)
+        try:
+            r_clip = tuple(r_clip)
+        except TypeError:
+            raise TypeError(f"r_clip must be a pair (low, high), got {r_clip!r}") from None
+        if len(r_clip) != 2:
+            raise ValueError(f"r_clip must be a pair (low, high) with 0 < low <= high, got {r_clip}")
+        lo = _finite_number("r_clip[0]", r_clip[0], low=0.0, low_open=True)
+        hi = _finite_number("r_clip[1]", r_clip[1], low=lo)
+        self.temperature = _finite_number("temperature", temperature, low=0.0)
+        self.shift_mu = _finite_number("shift_mu", shift_mu)
+        self.proj_clip = _finite_number("proj_clip", proj_clip, low=0.0, low_open=True)
+        self.r_clip = (lo, hi)
+        if consistency_above is not None and (isinstance(consistency_above, bool)
+                                              or not isinstance(consistency_above, int) or consistency_above < 0):
+            raise ValueError(f"consistency_above must be a non-negative int or None, got {consistency_above!r}")
+        self.consistency_above = consistency_above
+        if zeta_floor == "auto":
+            zeta_floor = 1.0 / (1.0 + math.exp(self.shift_mu))       # sigmoid(-shift_mu)
+        elif zeta_floor is not None:
+            zeta_floor = _finite_number("zeta_floor", zeta_floor, low=0.0, high=1.0, low_open=True)
+        self.zeta_floor = zeta_floor
         self.balance, self.adaptive_r, self.corrector = bool(balance), bool(adaptive_r), bool(corrector)
         self.final_step, self.record = final_step, bool(record)
         self.trace = []
@@ -278,9 +335,15 @@ class EVODiff(DiffusionSampler):
         return (a * b).flatten(1).sum(-1, keepdim=True)
 
     def proj(self, a, b, bb=None):
-        """clip(<a, b> / <b, b>, -proj_clip, proj_clip)."""
+        """clip(<a, b> / <b, b>, -proj_clip, proj_clip); 0 where <b, b> = 0 (no direction to project on; the
+        official code returns nan there)."""
         bb = self.dot(b, b) if bb is None else bb
-        return torch.clamp(self.dot(a, b) / bb, -self.proj_clip, self.proj_clip)
+        return self._ratio(self.dot(a, b), bb)
+
+    def _ratio(self, num, den):
+        ok = den > 0
+        q = num / torch.where(ok, den, torch.ones_like(den))
+        return torch.where(ok, torch.clamp(q, -self.proj_clip, self.proj_clip), torch.zeros_like(q))
 
     def _sample(self, x, nfe):
         steps = self._steps(nfe)
@@ -294,7 +357,7 @@ class EVODiff(DiffusionSampler):
         m_prev0 = self.data_prediction(x, ts[0])
         # step 1: DDIM
         h = 1 / kap[1] - 1 / kap[0]
-        x = (sig[1] / sig[0]) * x + sig[1] * h * m_prev0
+        x = self.check_iterate((sig[1] / sig[0]) * x + sig[1] * h * m_prev0, 1, ts[1])
         m_prev1, m_prev0 = m_prev0, self.data_prediction(x, ts[1])
         m0m0, m1m1, m0m1 = self.dot(m_prev0, m_prev0), self.dot(m_prev1, m_prev1), self.dot(m_prev0, m_prev1)
         for i in range(2, steps + 1):
@@ -311,13 +374,14 @@ class EVODiff(DiffusionSampler):
                     x = scale * x_euler + 0.5 * s_t * h * (m_prev0 - r_f * m_prev1)
                     if self.record:
                         self.trace.append(dict(step=i, final=True, scale=scale, r_final=r_f))
+                self.check_iterate(x, i, ts[i])
                 break
             r = math.log(kap[i - 2] / kap[i - 1]) / math.log(kap[i - 1] / kap[i])
             t_norm = (_f(ts[i]) + t_0) / (t_T + t_0)
             w = 0.5 * (1 - t_norm ** 2)
             base = math.sqrt(ratio0 / (s_0 / s_1))
             if self.balance:
-                beta1 = (1 - w) * base + w * torch.clamp(m0m1 / m1m1, -self.proj_clip, self.proj_clip)
+                beta1 = (1 - w) * base + w * self._ratio(m0m1, m1m1)
             else:
                 beta1 = torch.ones_like(m0m1)
             d1 = m_prev0 - beta1 * m_prev1
@@ -326,13 +390,13 @@ class EVODiff(DiffusionSampler):
                                   self.r_clip[0] * r, self.r_clip[1] * r)
             else:
                 r_i = torch.full_like(beta1, r)
-            x_probe = x_euler + 0.5 * s_t * h / r_i * d1
+            x_probe = self.check_iterate(x_euler + 0.5 * s_t * h / r_i * d1, i, ts[i])
             m_t = self.data_prediction(x_probe, ts[i])
             mtmt, mtm0 = self.dot(m_t, m_t), self.dot(m_t, m_prev0)
             rec = dict(step=i, r=r, w=w, base=base, beta1=beta1.clone(), r_i=r_i.clone())
             if self.corrector:
                 if self.balance:
-                    beta2 = (1 - w) * base + w * torch.clamp(mtm0 / m0m0, -self.proj_clip, self.proj_clip)
+                    beta2 = (1 - w) * base + w * self._ratio(mtm0, m0m0)
                 else:
                     beta2 = torch.ones_like(mtm0)
                 d2 = m_t - beta2 * m_prev0
@@ -343,18 +407,21 @@ class EVODiff(DiffusionSampler):
                 p = x_probe - x_euler - 0.5 * s_t * h / r_i * b_theta
                 zeta_star = self.proj(p, d1) / (h * s_t)
                 shifted = zeta_star.abs() - self.shift_mu
-                if steps > self.consistency_above:
+                if self.consistency_above is not None and steps > self.consistency_above:
                     d10 = (m_prev0 - m_prev1) / h
                     consistency = torch.sigmoid(self.proj(m_prev0, d10) * (2 - ratio0 ** 2))
                     zeta = torch.sigmoid(-shifted * consistency)
                     rec["consistency"] = consistency.clone()
                 else:
                     zeta = torch.sigmoid(shifted)
+                if self.zeta_floor is not None:
+                    zeta = torch.clamp(zeta, min=self.zeta_floor)
                 x = x_euler + 0.5 * s_t * h / zeta * b_theta
                 rec.update(beta2=beta2.clone(), eta_star=eta_star.clone(), eta=eta.clone(),
                            zeta_star=zeta_star.clone(), zeta=zeta.clone())
             else:
                 x = x_probe
+            self.check_iterate(x, i, ts[i])
             if self.record:
                 self.trace.append(rec)
             m_prev1, m_prev0 = m_prev0, m_t
