@@ -266,6 +266,7 @@ def test_registered_and_created_through_gradkit():
     gm = GaussianMixture.ring()
     s = gradkit_core.create("evodiff", gm.denoiser(EDM), EDM, prediction="data")
     assert isinstance(s, EVODiff) and s.temperature == 0.25 and s.r_clip == (0.25, 1.5)
+    assert s.consistency_above is None and s.zeta_floor == pytest.approx(1 / (1 + math.exp(0.5)))
     assert isinstance(gradkit_core.create("edm-heun", gm.denoiser(EDM), EDM), EDMHeun)
     x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 80
     torch.testing.assert_close(s.sample(x, 6), EVODiff(gm.denoiser(EDM), EDM, prediction="data").sample(x, 6))

@@ -16,7 +16,7 @@ def gradkit_register_samplers(register):
                      "balance/interpolation/corrector coefficients (1 NFE per step)",
              paper=PAPER, tags=["diffusion", "ode-solver", "training-free"],
              defaults=dict(_COMMON, temperature=0.25, r_clip=(0.25, 1.5), shift_mu=0.5, proj_clip=2.0,
-                           consistency_above=20))
+                           consistency_above=None, zeta_floor="auto"))
     register("ddim", "gradkit_evodiff.samplers:DDIM", summary="DDIM (= first-order DPM-Solver++), baseline",
              paper=PAPER, tags=["diffusion", "baseline"], defaults=dict(_COMMON))
     register("dpmpp-2m", "gradkit_evodiff.samplers:DPMSolverPP2M",

@@ -278,7 +278,8 @@ class EVODiff(DiffusionSampler):
 
     Heuristic constants of the official code are arguments: ``temperature`` (0.25), ``r_clip`` (0.25, 1.5),
     ``shift_mu`` (0.5), ``proj_clip`` (2.0), ``consistency_above`` (the consistency-gated zeta is used when the
-    number of solver steps exceeds it; 20; ``None`` never gates).  ``zeta_floor`` bounds the corrector scale zeta
+    number of solver steps exceeds it; the official code uses 20; default ``None``: never gate, because the gated
+    branch made the error worse at every NFE tested, see the README).  ``zeta_floor`` bounds the corrector scale zeta
     from below (the corrector multiplies by 1/zeta): ``"auto"`` (default) = sigmoid(-shift_mu), the smallest value
     the ungated zeta = sigmoid(|zeta*| - shift_mu) can take, so the gated branch can never take a larger corrector
     step than the ungated one; ``None`` = no floor (the official code, whose gated zeta reaches 1e-3 and below and
@@ -290,7 +291,7 @@ class EVODiff(DiffusionSampler):
     name = "evodiff"
 
     def __init__(self, model, schedule=None, *, temperature: float = 0.25, r_clip=(0.25, 1.5), shift_mu: float = 0.5,
-                 proj_clip: float = 2.0, consistency_above: Optional[int] = 20, zeta_floor="auto",
+                 proj_clip: float = 2.0, consistency_above: Optional[int] = None, zeta_floor="auto",
                  balance: bool = True, adaptive_r: bool = True, corrector: bool = True, final_step: str = "evodiff",
                  record: bool = False, **kw):
         super().__init__(model, schedule, **kw)
