@@ -9,7 +9,8 @@ import torch.nn as nn
 from gradkit_core.testing.optimizers import OptimizerConformance
 from gradkit_gnsmooth import hessians as Hs
 from gradkit_gnsmooth.baselines import AdaptiveFastGradient, AdaptiveGradient, SuperUniversalNewton
-from gradkit_gnsmooth.gns import GradNormSmooth, GradNormSmoothSolver, Problem, adaptive_search, newton_step
+from gradkit_gnsmooth.gns import (GradNormSmooth, GradNormSmoothSolver, NotPositiveDefinite, Problem, adaptive_search,
+                                  newton_step)
 from gradkit_gnsmooth.problems import LogisticRegression, LogSumExp, PowerResidual, SoftmaxRegression
 
 D = torch.float64
@@ -55,6 +56,89 @@ def test_boundary_case_rejected_by_strict_test_margin():
     assert not out.accepted and out.gamma == 1.0
     out = adaptive_search(0.25, x**3, torch.zeros(1, 1, dtype=D), 2.0, evaluate, adaptive=False)
     assert out.accepted and out.gamma == 2.0 and float(out.delta) == pytest.approx(-2.0, rel=1e-7)
+
+
+@pytest.mark.parametrize("decrease, accepted", [(0.2, True), (0.1, False)])
+def test_acceptance_constant_is_eight(decrease, accepted):
+    """g = 1, H = 0, γ = 1: λ = 1/(1+ε) and ‖g_new‖² = 1, so the bar is 1/(8λ) ≈ 0.125.
+    A decrease of 0.2 passes with 8 but not with 4 (bar 0.25); 0.1 fails with 8 but passes with 16."""
+    g = torch.tensor([1.0], dtype=D)
+    out = adaptive_search(1.0, g, torch.zeros(1, 1, dtype=D), 1.0, lambda d: (1.0 - decrease, g), max_search=1)
+    assert out.accepted is accepted
+    assert out.gamma == (2.0 if accepted else 0.5)
+
+
+def test_indefinite_system_is_a_rejected_trial_not_an_error():
+    """H = -3: H + λI is indefinite until λ > 3; the search halves γ (λ doubles) without evaluating."""
+    g = torch.tensor([1.0], dtype=D)
+    seen = []
+
+    def evaluate(d):
+        seen.append(float(d))
+        return -10.0, torch.zeros(1, dtype=D)
+
+    out = adaptive_search(0.0, g, torch.full((1, 1), -3.0, dtype=D), 1.0, evaluate)
+    # γ = 1, 1/2, 1/4: λ ≈ 1, 2, 4 -> the first two are indefinite, the third gives Δ = -1/(4-3) = -1
+    assert out.accepted and out.trials == 3 and out.evaluations == 1 and len(seen) == 1
+    assert seen[0] == pytest.approx(-1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="any of the 2 trials"):
+        adaptive_search(0.0, g, torch.full((1, 1), -1e6, dtype=D), 1.0, evaluate, max_search=2)
+
+
+def test_exact_hessian_trains_a_nonconvex_tanh_mlp():
+    """31 parameters, tanh: the exact Hessian is indefinite at the start (this raised 'not positive
+    definite' at step 1); now the loss must fall by an order of magnitude in 20 steps."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1)).double()
+    assert sum(p.numel() for p in model.parameters()) == 31
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 4, generator=g, dtype=D)
+    y = torch.sin(X.sum(1, keepdim=True))
+    opt = GradNormSmooth(model.parameters(), hessian="exact")
+    losses = [float(opt.step(lambda: ((model(X) - y) ** 2).mean())) for _ in range(20)]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_gamma_is_optimizer_state_and_survives_a_parameter_without_gradient():
+    a, b = nn.Parameter(torch.ones(2, dtype=D)), nn.Parameter(torch.ones(2, dtype=D))
+    opt = GradNormSmooth([a, b], hessian="zero")
+    use_a = [True]
+
+    def closure():
+        opt.zero_grad()
+        loss = ((b - 3) ** 2).sum() + (((a + 1) ** 2).sum() if use_a[0] else 0.0)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    gamma, steps = opt.state["gns"]["gamma"], opt.state["gns"]["step"]
+    assert steps == 3 and a not in opt.state and b not in opt.state
+    use_a[0] = False  # `a` (the first parameter) stops receiving gradients: γ must carry on, not restart
+    opt.step(closure)
+    assert opt.state["gns"]["step"] == 4
+    st = opt.state["gns"]
+    assert gamma != 1.0 and not st["last_forced"]
+    # the search started from the carried γ: accepted after t trials means γ·2^-(t-1), doubled
+    assert st["gamma"] == gamma * 2.0 ** (2 - st["last_trials"]), (gamma, st)
+    fresh = GradNormSmooth([a, b], hessian="zero")
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.state["gns"] == opt.state["gns"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_optimizer_and_solver_reject_bad_hyperparameters(bad):
+    p = [nn.Parameter(torch.zeros(2))]
+    for key in ("lr", "gamma_min", "eps", "gamma0"):
+        with pytest.raises(ValueError, match=key):
+            GradNormSmooth(p, **{key: bad})
+        opt = GradNormSmooth(p)
+        with pytest.raises(ValueError, match=key):
+            opt.add_param_group({"params": [nn.Parameter(torch.zeros(1))], key: bad})
+        if key != "lr":
+            with pytest.raises(ValueError, match=key):
+                GradNormSmoothSolver(**{key: bad})
 
 
 def test_step_is_applied_even_after_all_searches_fail():
@@ -278,7 +362,7 @@ def test_optimizer_exact_hessian_follows_the_solver_trajectory():
     res = GradNormSmoothSolver(hessian="exact", max_iters=6).solve(prob, torch.zeros(4))
     torch.testing.assert_close(model.weight.detach().view(-1), res.x)
     assert losses == pytest.approx(res.history["func"][:6], rel=1e-12)
-    assert opt.state[model.weight]["gamma"] == res.history["gamma"][-1]
+    assert opt.state["gns"]["gamma"] == res.history["gamma"][-1]
 
 
 def test_optimizer_exact_with_backward_closure_is_a_clear_error():

@@ -33,12 +33,39 @@ HessianLike = Union[torch.Tensor, RankOne]
 
 
 # ---------------------------------------------------------------------- linear algebra
+class NotPositiveDefinite(ValueError):
+    """``H + λB`` is not positive definite: the search treats it as a rejected trial (γ halves, λ grows)."""
+
+
+#: the acceptance constant of Algorithm 1: accept iff f(x) - f(x+Δ) >= ‖∇f(x+Δ)‖²_* / (ACCEPT * λ)
+ACCEPT = 8.0
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_hyperparameters(*, lr=None, gamma0=None, gamma_min=None, eps=None, max_search=None, where="") -> None:
+    """Clear ``ValueError`` for NaN/inf or out-of-range hyperparameters (shared by solver and optimizer)."""
+    if lr is not None and not (_finite(lr) and lr >= 0):
+        raise ValueError(f"{where}lr must be a finite number >= 0, got {lr!r}")
+    if gamma0 is not None and not (_finite(gamma0) and gamma0 > 0):
+        raise ValueError(f"{where}gamma0 must be a finite number > 0, got {gamma0!r}")
+    if gamma_min is not None and not (_finite(gamma_min) and gamma_min >= 0):
+        raise ValueError(f"{where}gamma_min must be a finite number >= 0, got {gamma_min!r}")
+    if eps is not None and not (_finite(eps) and eps >= 0):
+        raise ValueError(f"{where}eps must be a finite number >= 0, got {eps!r}")
+    if max_search is not None and not (isinstance(max_search, int) and not isinstance(max_search, bool)
+                                       and max_search >= 1):
+        raise ValueError(f"{where}max_search must be a positive integer, got {max_search!r}")
+
+
 def newton_step(H: HessianLike, g: torch.Tensor, lam: float, B: Optional[torch.Tensor] = None,
                 Binv: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``Δ = -(H + λB)⁻¹ g`` in float64.
 
-    ``H`` dense: Cholesky of ``H + λB``; a clear ``ValueError`` if that matrix is not
-    positive definite.  ``H`` a :class:`RankOne` ``αvvᵀ``: Sherman–Morrison,
+    ``H`` dense: Cholesky of ``H + λB``; :class:`NotPositiveDefinite` (a ``ValueError``)
+    if that matrix is not positive definite.  ``H`` a :class:`RankOne` ``αvvᵀ``: Sherman–Morrison,
     ``(αvvᵀ + λB)⁻¹ = P - α P v vᵀ P / (1 + α vᵀPv)`` with ``P = B⁻¹/λ``.
     """
     n = g.shape[0]
@@ -47,16 +74,16 @@ def newton_step(H: HessianLike, g: torch.Tensor, lam: float, B: Optional[torch.T
         Pg = (Binv_ @ g) / lam
         Pv = (Binv_ @ H.v) / lam
         denom = 1.0 + H.alpha * float(H.v @ Pv)
-        if denom <= 0:
-            raise ValueError(f"H + λB is not positive definite (Sherman–Morrison denominator {denom:.3e} <= 0)")
+        if not denom > 0:
+            raise NotPositiveDefinite(f"H + λB is not positive definite (Sherman–Morrison denominator {denom:.3e} <= 0)")
         return -(Pg - (H.alpha / denom) * Pv * float(H.v @ Pg))
     if H.shape != (n, n):
         raise ValueError(f"Hessian has shape {tuple(H.shape)}, expected ({n}, {n}) for {n} variables")
     M = H + lam * (B if B is not None else torch.eye(n, dtype=DTYPE))
     L, info = torch.linalg.cholesky_ex(M)
     if int(info) != 0 or not torch.isfinite(L).all():
-        raise ValueError(f"H + λB is not positive definite (Cholesky failed at pivot {int(info)}, λ={lam:.3e}); "
-                         "use a positive semidefinite Hessian approximation or a larger gamma_min")
+        raise NotPositiveDefinite(f"H + λB is not positive definite (Cholesky failed at pivot {int(info)}, "
+                                  f"λ={lam:.3e})")
     return -torch.cholesky_solve(g[:, None], L).squeeze(1)
 
 
@@ -74,26 +101,46 @@ class SearchOutcome:
     lam: float
     trials: int
     accepted: bool
+    #: function/gradient evaluations (a trial whose H + λB is not positive definite evaluates nothing)
+    evaluations: int = 0
 
 
 def adaptive_search(f_k: float, g_k: torch.Tensor, H: HessianLike, gamma: float,
                     evaluate: Callable[[torch.Tensor], Any], *, B=None, Binv=None, gamma_min: float = 1e-9,
                     max_search: int = 40, adaptive: bool = True, eps: float = 1e-8) -> SearchOutcome:
-    """Steps 1-5 of Algorithm 1 for one iteration.  ``evaluate(Δ) -> (f, g)`` at ``x_k + Δ``."""
+    """Steps 1-5 of Algorithm 1 for one iteration.  ``evaluate(Δ) -> (f, g)`` at ``x_k + Δ``.
+
+    A trial whose ``H + λB`` is not positive definite (an indefinite exact Hessian of a non-convex
+    model) is a rejected trial: γ halves, so λ grows until ``H + λB`` is positive definite.  If no
+    trial of the search had a positive definite system there is no step to apply: ``ValueError``.
+    """
     g_norm = math.sqrt(_dual_norm_sqr(g_k, Binv))
     delta = f_new = g_new = lam = None
+    evals = 0
     for i in range(max_search):
         lam = g_norm / (gamma + eps)
-        delta = newton_step(H, g_k, lam, B, Binv)
+        try:
+            trial = newton_step(H, g_k, lam, B, Binv)
+        except NotPositiveDefinite:
+            if not adaptive:
+                raise
+            gamma *= 0.5
+            continue
+        delta = trial
         f_new, g_new = evaluate(delta)
+        evals += 1
         f_new = float(f_new)
         if not adaptive:
-            return SearchOutcome(delta, f_new, g_new, gamma, lam, i + 1, True)
-        if f_k - f_new >= _dual_norm_sqr(g_new, Binv) / (8.0 * lam):
-            return SearchOutcome(delta, f_new, g_new, max(2.0 * gamma, gamma_min), lam, i + 1, True)
+            return SearchOutcome(delta, f_new, g_new, gamma, lam, i + 1, True, evals)
+        if f_k - f_new >= _dual_norm_sqr(g_new, Binv) / (ACCEPT * lam):
+            return SearchOutcome(delta, f_new, g_new, max(2.0 * gamma, gamma_min), lam, i + 1, True, evals)
         gamma *= 0.5
+    if delta is None:
+        raise ValueError(f"H + λB was not positive definite in any of the {max_search} trials (last λ={lam:.3e}); "
+                         "the Hessian has a very negative eigenvalue: use a positive semidefinite approximation "
+                         "or a larger max_search")
     # all searches failed: the official code still applies the last trial step
-    return SearchOutcome(delta, f_new, g_new, gamma, lam, max_search, False)
+    return SearchOutcome(delta, f_new, g_new, gamma, lam, max_search, False, evals)
 
 
 # ---------------------------------------------------------------------- solver
@@ -166,12 +213,11 @@ class GradNormSmoothSolver:
                  eps: float = 1e-8, time_limit: Optional[float] = None):
         if not (callable(hessian) or hessian in ("exact", "zero")):
             raise ValueError(f"hessian must be 'exact', 'zero' or a callable x -> matrix; got {hessian!r}")
-        if not gamma0 > 0:
-            raise ValueError(f"gamma0 must be > 0, got {gamma0!r}")
-        if not gamma_min >= 0:
-            raise ValueError(f"gamma_min must be >= 0, got {gamma_min!r}")
-        if not (isinstance(max_search, int) and max_search >= 1):
-            raise ValueError(f"max_search must be a positive integer, got {max_search!r}")
+        check_hyperparameters(gamma0=gamma0, gamma_min=gamma_min, eps=eps, max_search=max_search)
+        if not (_finite(tol) and tol > 0):
+            raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+        if grad_tol is not None and not (_finite(grad_tol) and grad_tol > 0):
+            raise ValueError(f"grad_tol must be a finite number > 0 or None, got {grad_tol!r}")
         if not (isinstance(max_iters, int) and max_iters >= 0):
             raise ValueError(f"max_iters must be a non-negative integer, got {max_iters!r}")
         self.hessian, self.gamma0, self.gamma_min = hessian, float(gamma0), float(gamma_min)
@@ -227,7 +273,7 @@ class GradNormSmoothSolver:
 
             out = adaptive_search(f, g, H, gamma, evaluate, B=self.B, Binv=self.Binv, gamma_min=self.gamma_min,
                                   max_search=self.max_search, adaptive=self.adaptive, eps=self.eps)
-            calls += out.trials
+            calls += out.evaluations
             hist["trials"].append(out.trials)
             hist["forced"].append(0.0 if out.accepted else 1.0)
             x = x + out.delta
@@ -236,8 +282,15 @@ class GradNormSmoothSolver:
 
 
 # ---------------------------------------------------------------------- optimizer
+#: key of the optimizer-level state (γ, step count, last search) in ``GradNormSmooth.state``
+STATE_KEY = "gns"
+
+
 class GradNormSmooth(torch.optim.Optimizer):
     """Algorithm 1 as a full-batch ``torch.optim.Optimizer``; ``step`` requires a closure.
+
+    Ordinary non-convex networks train with ``hessian="exact"``: where ``H + λB`` is not
+    positive definite the trial is rejected (γ halves, λ grows) as when the decrease test fails.
 
     All parameters with a gradient form one flat float64 vector ``x``.  Each
     ``step(closure)`` evaluates ``f`` and ``∇f`` (the closure, which should zero the
@@ -246,7 +299,9 @@ class GradNormSmooth(torch.optim.Optimizer):
     point.  Hyperparameters (per group, in ``defaults``): ``lr`` scales the applied
     step of that group (1 = the paper's method; 0 freezes the group),
     ``gamma0``, ``gamma_min``, ``max_search``, ``eps``.  State: ``gamma`` (the
-    adaptive γ, kept across steps) and ``step``.
+    adaptive γ, kept across steps) and ``step`` live in optimizer-level state,
+    ``opt.state["gns"]`` (not in a parameter's state, so a parameter that stops
+    receiving gradients does not restart γ).
 
     ``hessian``:
       * ``"exact"`` — exact Hessian by double backward.  Needs a closure that
@@ -259,23 +314,25 @@ class GradNormSmooth(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1.0, gamma0: float = 1.0, gamma_min: float = 1e-9, max_search: int = 40,
                  eps: float = 1e-8, hessian: Union[str, Callable] = "exact"):
-        if not lr >= 0:
-            raise ValueError(f"lr must be >= 0, got {lr!r}")
-        if not gamma0 > 0:
-            raise ValueError(f"gamma0 must be > 0, got {gamma0!r}")
-        if not (isinstance(max_search, int) and max_search >= 1):
-            raise ValueError(f"max_search must be a positive integer, got {max_search!r}")
         if not (callable(hessian) or hessian in ("exact", "zero")):
             raise ValueError(f"hessian must be 'exact', 'zero' or a callable params -> matrix; got {hessian!r}")
+        check_hyperparameters(lr=lr, gamma0=gamma0, gamma_min=gamma_min, eps=eps, max_search=max_search,
+                              where="GradNormSmooth: ")
         super().__init__(params, dict(lr=lr, gamma0=gamma0, gamma_min=gamma_min, max_search=max_search, eps=eps))
-        for group in self.param_groups:
-            for p in group["params"]:
+        self.hessian = hessian
+
+    def add_param_group(self, param_group):
+        # torch.optim.Optimizer.__init__ routes every group through here as well
+        check_hyperparameters(**{k: param_group[k] for k in ("lr", "gamma0", "gamma_min", "eps", "max_search")
+                                 if k in param_group}, where="GradNormSmooth: param group ")
+        super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            if p.is_sparse or p.is_complex():
+                self.param_groups.pop()
                 if p.is_sparse:
                     raise TypeError("GradNormSmooth does not support sparse parameters")
-                if p.is_complex():
-                    raise TypeError(f"GradNormSmooth needs real parameters; got a complex parameter of shape "
-                                    f"{tuple(p.shape)}")
-        self.hessian = hessian
+                raise TypeError(f"GradNormSmooth needs real parameters; got a complex parameter of shape "
+                                f"{tuple(p.shape)}")
 
     # -- helpers -----------------------------------------------------------
     def _active(self):
@@ -356,11 +413,9 @@ class GradNormSmooth(torch.optim.Optimizer):
             H = self.hessian([p for _, p in active])
             H = H if isinstance(H, RankOne) else torch.as_tensor(H, dtype=DTYPE)
         group0 = self.param_groups[0]
-        first = active[0][1]
-        st = self.state[first]
-        if "gamma" not in st:
-            st["gamma"] = float(group0["gamma0"])
-            st["step"] = 0
+        # γ belongs to the method, not to a parameter: optimizer-level state under a string key (torch's
+        # state_dict keeps non-tensor keys as they are), so it survives parameters that stop getting gradients
+        st = self.state[STATE_KEY] if STATE_KEY in self.state else {"gamma": float(group0["gamma0"]), "step": 0}
         x0 = [p.detach().clone() for _, p in active]
         scales = torch.cat([torch.full((p.numel(),), float(g["lr"]), dtype=DTYPE) for g, p in active])
 
@@ -376,8 +431,13 @@ class GradNormSmooth(torch.optim.Optimizer):
             l = self._evaluate(closure, exact)
             return float(l.detach()), self._flat_grad(active)
 
-        out = adaptive_search(f_k, g_k, H, st["gamma"], evaluate, gamma_min=float(group0["gamma_min"]),
-                              max_search=int(group0["max_search"]), eps=float(group0["eps"]))
+        try:
+            out = adaptive_search(f_k, g_k, H, st["gamma"], evaluate, gamma_min=float(group0["gamma_min"]),
+                                  max_search=int(group0["max_search"]), eps=float(group0["eps"]))
+        except Exception:
+            set_point(torch.zeros_like(g_k))  # a failed step leaves the parameters where they were
+            raise
+        self.state[STATE_KEY] = st
         # leave the parameters at the applied point; its gradient is in p.grad already unless the
         # last evaluation was not the applied one (it always is: the search returns its last trial)
         st["gamma"] = out.gamma
