@@ -16,16 +16,27 @@ from typing import Any, Callable, List as _List, Optional
 from .errors import (
     AmbiguousNameError,
     GradkitError,
+    CatalogError,
+    ComponentImportError,
     PluginLoadError,
     RegistrationError,
     UnknownKindError,
     UnknownNameError,
 )
-from .hookspecs import KIND_HOOKS, hookimpl, hookspec
+from ._kinds import KIND_HOOKS
 from .registry import ENTRY_POINT_GROUP, PLUGIN_API_VERSION, STRICT_ENV, Registry
 from .spec import Paper, PluginRecord, Spec
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # hookimpl / hookspec come from pluggy, which a cached `gradkit list` never needs to import
+    if name in ("hookimpl", "hookspec"):
+        from . import hookspecs
+
+        return getattr(hookspecs, name)
+    raise AttributeError(f"module 'gradkit_core' has no attribute {name!r}")
 
 __all__ = [
     "list",
@@ -50,6 +61,8 @@ __all__ = [
     "UnknownKindError",
     "RegistrationError",
     "PluginLoadError",
+    "ComponentImportError",
+    "CatalogError",
 ]
 
 _registry: Optional[Registry] = None
@@ -63,13 +76,7 @@ def registry() -> Registry:
     return _registry
 
 
-def _reset(new: Optional[Registry] = None) -> None:
-    """Forget the discovered plugins (tests); the next call scans again."""
-    global _registry
-    _registry = new
-
-
-def list(kind: Optional[str] = None, pattern: str = "*", plugin: Optional[str] = None) -> _List[Spec]:  # noqa: A001
+def list(kind: Optional[str] = None, pattern: Any = "*", plugin: Optional[str] = None) -> _List[Spec]:  # noqa: A001
     """Installed components, optionally of one ``kind``, whose names match ``pattern``.
 
     ``pattern`` is a shell wildcard (``"*cam*"``) or a list of them; results are
@@ -89,7 +96,8 @@ def get(name: str, kind: Optional[str] = None) -> Any:
 
 
 def create(name: str, *args: Any, kind: Optional[str] = None, **kwargs: Any) -> Any:
-    """Instantiate a component: ``target(*args, **{**spec.defaults, **kwargs})``."""
+    """Instantiate a component: ``target(*args, **kwargs)``, with the registered defaults filling in only
+    the parameters the caller gave neither positionally nor by keyword."""
     return registry().create(name, *args, kind=kind, **kwargs)
 
 

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 from .errors import GradkitError
-from .hookspecs import KIND_HOOKS
+from ._kinds import KIND_HOOKS
 
 
 class _LazyModule:

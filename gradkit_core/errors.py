@@ -29,3 +29,11 @@ class RegistrationError(GradkitError, ValueError):
 
 class PluginLoadError(GradkitError, RuntimeError):
     """A plugin failed to load while ``GRADKIT_STRICT`` is set."""
+
+
+class ComponentImportError(GradkitError, ImportError):
+    """A component's target could not be imported (its plugin, or a dependency of it, is broken)."""
+
+
+class CatalogError(GradkitError, ValueError):
+    """The first-party catalog (``registry.toml``) is missing or malformed."""

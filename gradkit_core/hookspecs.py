@@ -238,4 +238,4 @@ def gradkit_register_metrics(register):
 
 
 # the kinds and their hook names live in a module without pluggy (a cached `gradkit list` never imports it)
-from .kinds import EXPERIMENT_KINDS, KIND_HOOKS  # noqa: E402,F401
+from ._kinds import EXPERIMENT_KINDS, KIND_HOOKS  # noqa: E402,F401

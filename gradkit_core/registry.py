@@ -1,11 +1,9 @@
-"""Entry-point discovery and the lazy component registry.
+"""The lazy component registry: discovery once per process, then queries.
 
-One scan of the ``gradkit`` entry-point group per process.  Each entry point is
-loaded in isolation: a plugin that fails to import, has a hook implementation that
-does not match its spec, raises inside a register hook, declares an incompatible
-``PLUGIN_API_VERSION`` or registers a name twice is recorded with its error and
-contributes nothing; every other plugin keeps working.  ``GRADKIT_STRICT=1`` turns
-any such failure into a :class:`~gradkit_core.errors.PluginLoadError`.
+Discovery reads a cache keyed on the installed distributions and the plugins' hook modules
+(:mod:`gradkit_core._cache`); on a miss it loads every entry point in isolation
+(:mod:`gradkit_core.discovery`).  ``GRADKIT_STRICT=1`` turns any plugin that did not load cleanly
+(failed, incompatible, or a name clash) into a :class:`~gradkit_core.errors.PluginLoadError`.
 
 Nothing named by a component's target is imported here.
 """
@@ -13,22 +11,13 @@ Nothing named by a component's target is imported here.
 from __future__ import annotations
 
 import builtins
-import fnmatch
 import os
 import re
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-import pluggy
-
-from . import hookspecs
-from .errors import (
-    AmbiguousNameError,
-    PluginLoadError,
-    RegistrationError,
-    UnknownKindError,
-    UnknownNameError,
-)
-from .spec import NAME_RE, TARGET_RE, PluginRecord, Spec
+from . import _kinds
+from .errors import AmbiguousNameError, PluginLoadError, RegistrationError, UnknownKindError, UnknownNameError
+from .spec import PluginRecord, Spec
 
 #: version of the plugin API this core implements (a plugin module declares the
 #: version it was written for as a module-level ``PLUGIN_API_VERSION``)
@@ -37,78 +26,54 @@ ENTRY_POINT_GROUP = "gradkit"
 STRICT_ENV = "GRADKIT_STRICT"
 USER_PLUGIN = "user"
 
-_META_KEYS = {"summary", "paper", "tags", "capabilities", "defaults"}
-
 
 def _natural_key(s: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
 
-def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:300]
-
-
 def strict_enabled() -> bool:
+    """Whether ``GRADKIT_STRICT`` asks for strict discovery (``1``, ``yes``, ``true``; not ``0``/``no``/``false``)."""
     return os.environ.get(STRICT_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _singular(kind: str) -> str:
+    return kind[:-1] if kind.endswith("s") else kind
+
+
 def _check_kind(kind: Optional[str]) -> None:
-    if kind is not None and kind not in hookspecs.KIND_HOOKS:
+    if kind is None:
+        return
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a string such as 'optimizers', got {type(kind).__name__}")
+    if kind not in _kinds.KIND_HOOKS:
         import difflib
 
-        close = difflib.get_close_matches(kind, hookspecs.KIND_HOOKS, n=3)
+        close = difflib.get_close_matches(kind, _kinds.KIND_HOOKS, n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownKindError(f"unknown kind {kind!r}{hint} (kinds: {', '.join(hookspecs.KIND_HOOKS)})")
-
-
-def make_spec(kind: str, plugin: str, name: Any, target: Any, metadata: Dict[str, Any]) -> Spec:
-    """Validate one ``register`` call and build its frozen :class:`Spec`."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise RegistrationError(
-            f"plugin {plugin!r} registered {kind} name {name!r}: a name is letters, digits "
-            "and '-', '+', '.', '_', '/' (methods lower-case like 'cf-cam'; env ids like 'gradkit/AntOmni-v0')"
-        )
-    if isinstance(target, str):
-        if not TARGET_RE.match(target):
-            raise RegistrationError(
-                f"plugin {plugin!r} registered {kind} {name!r} with target {target!r}: expected "
-                "'package.module:attribute'"
-            )
-    elif not callable(target):
-        raise RegistrationError(
-            f"plugin {plugin!r} registered {kind} {name!r} with target of type {type(target).__name__}: "
-            "expected a 'module:attribute' string or a callable"
-        )
-    unknown = set(metadata) - _META_KEYS
-    if unknown:
-        raise RegistrationError(
-            f"plugin {plugin!r} registered {kind} {name!r} with unknown metadata {sorted(unknown)}; "
-            f"allowed: {sorted(_META_KEYS)}"
-        )
-    try:
-        return Spec(name=name, kind=kind, target=target, plugin=plugin, **metadata)
-    except (TypeError, ValueError) as exc:
-        raise RegistrationError(f"plugin {plugin!r} registered {kind} {name!r}: {exc}") from exc
+        raise UnknownKindError(f"unknown kind {kind!r}{hint} (kinds: {', '.join(_kinds.KIND_HOOKS)})")
 
 
 class Registry:
     """All components of all plugins, discovered once and then queried.
 
     ``entry_points`` may be given (objects with ``name``, ``value``, ``load()`` and
-    optionally ``dist``) to build a registry without scanning the environment.
+    optionally ``dist``) to build a registry without scanning the environment (and without
+    the discovery cache).
     """
 
-    def __init__(self, entry_points: Optional[Iterable[Any]] = None, strict: Optional[bool] = None):
+    def __init__(self, entry_points: Optional[Iterable[Any]] = None, strict: Optional[bool] = None,
+                 use_cache: Optional[bool] = None):
         self._given_eps = None if entry_points is None else builtins.list(entry_points)
         self._strict = strict
+        self._use_cache = use_cache
         import threading
 
         self._lock = threading.RLock()
         self._discovered = False
         self._specs: Dict[Tuple[str, str], List[Spec]] = {}
         self._plugins: Dict[str, PluginRecord] = {}
-        self._pm: Optional[pluggy.PluginManager] = None
+        #: "cache" or "scan": where the last discovery came from
+        self.source = ""
 
     # ------------------------------------------------------------------ discovery
     @property
@@ -126,144 +91,67 @@ class Registry:
         if not self._discovered:
             with self._lock:
                 if not self._discovered:
-                    self._discover()
+                    specs, plugins = self._discover()
+                    # installed only once discovery succeeded: a strict-mode failure leaves nothing behind
+                    user = {k: [s for s in v if s.plugin == USER_PLUGIN] for k, v in self._specs.items()}
+                    for key, group in user.items():
+                        if group:
+                            specs.setdefault(key, []).extend(group)
+                    if USER_PLUGIN in self._plugins:
+                        plugins[USER_PLUGIN] = self._plugins[USER_PLUGIN]
+                    if any(s.plugin == USER_PLUGIN for g in specs.values() for s in g):
+                        from .discovery import mark_conflicts
+
+                        mark_conflicts(specs, plugins)
+                    self._specs, self._plugins = specs, plugins
                     self._discovered = True
         return self
 
-    def _discover(self) -> None:
-        pm = pluggy.PluginManager(hookspecs.PROJECT)
-        pm.add_hookspecs(hookspecs)
-        self._pm = pm
-        seen: Dict[str, Any] = {}
-        for ep in sorted(self._entry_points(), key=lambda e: e.name):
-            if ep.name in seen:
-                # two distributions use the same entry-point name: the second is refused
-                dist = _dist_name(ep)
-                self._plugins[f"{ep.name}@{dist}"] = PluginRecord(
-                    name=ep.name,
-                    version=_dist_version(ep),
-                    distribution=dist,
-                    module=getattr(ep, "value", ""),
-                    status="failed",
-                    error=f"entry-point name {ep.name!r} is already used by distribution "
-                    f"{_dist_name(seen[ep.name])!r}",
-                )
-                continue
-            seen[ep.name] = ep
-            self._load_one(ep)
-        self._mark_conflicts()
-        if self.strict:
-            bad = [p for p in self._plugins.values() if p.status in ("failed", "incompatible")]
-            if bad:
-                lines = "; ".join(f"{p.name}: {p.status}: {p.error}" for p in bad)
-                raise PluginLoadError(f"{STRICT_ENV} is set and {len(bad)} plugin(s) did not load: {lines}")
+    def _discover(self):
+        eps = self._entry_points()
+        use_cache = self._use_cache if self._use_cache is not None else self._given_eps is None
+        fp = None
+        if use_cache:
+            from . import _cache
 
-    def _load_one(self, ep: Any) -> None:
-        name = ep.name
-        record = dict(
-            name=name,
-            version=_dist_version(ep),
-            distribution=_dist_name(ep),
-            module=getattr(ep, "value", ""),
-        )
-        try:
-            module = ep.load()
-        except BaseException as exc:  # noqa: BLE001 - a plugin must never take the process down
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            self._plugins[name] = PluginRecord(status="failed", error=f"import failed: {_one_line(exc)}", **record)
-            return
-        api = getattr(module, "PLUGIN_API_VERSION", PLUGIN_API_VERSION)
-        record["api_version"] = api if isinstance(api, int) else None
-        if not isinstance(api, int) or api != PLUGIN_API_VERSION:
-            if isinstance(api, int) and api > PLUGIN_API_VERSION:
-                why = (
-                    f"written for gradkit plugin API {api}, this gradkit-core supports {PLUGIN_API_VERSION}: "
-                    "upgrade gradkit-core (pip install -U gradkit-core)"
-                )
-            else:
-                dist = record["distribution"] or name
-                why = (
-                    f"written for gradkit plugin API {api!r}, this gradkit-core supports {PLUGIN_API_VERSION}: "
-                    f"upgrade the plugin (pip install -U {dist})"
-                )
-            self._plugins[name] = PluginRecord(status="incompatible", error=why, **record)
-            return
-        pm = self._pm
-        assert pm is not None
-        try:
-            pm.register(module, name=name)
-        except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            self._plugins[name] = PluginRecord(
-                status="failed", error=f"invalid hook implementation: {_one_line(exc)}", **record
-            )
-            return
-        staged: List[Spec] = []
-        try:
-            impls = [
-                (hook_name, impl)
-                for hook_name, caller in pm.hook.__dict__.items()
-                if isinstance(caller, pluggy.HookCaller)
-                for impl in caller.get_hookimpls()
-                if impl.plugin_name == name
-            ]
-            unknown = [h for h, _ in impls if h not in hookspecs.KIND_HOOKS.values()]
-            if unknown:
-                raise RegistrationError(
-                    f"unknown hook(s) {unknown}; gradkit hooks are {', '.join(hookspecs.KIND_HOOKS.values())}"
-                )
-            hook_to_kind = {v: k for k, v in hookspecs.KIND_HOOKS.items()}
-            for hook_name, impl in impls:
-                kind = hook_to_kind[hook_name]
-                impl.function(register=self._stager(kind, name, staged))
-        except BaseException as exc:  # noqa: BLE001
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            pm.unregister(name=name)
-            where = "registration failed" if isinstance(exc, RegistrationError) else "register hook raised"
-            self._plugins[name] = PluginRecord(status="failed", error=f"{where}: {_one_line(exc)}", **record)
-            return
-        for spec in staged:
-            self._specs.setdefault((spec.kind, spec.name), []).append(spec)
-        self._plugins[name] = PluginRecord(
-            status="ok", components=tuple(f"{s.kind}:{s.name}" for s in staged), **record
-        )
+            if _cache.enabled():
+                try:
+                    fp = _cache.fingerprint(eps)
+                except Exception:  # noqa: BLE001 - anything unusual: just scan
+                    fp = None
+                if fp is not None:
+                    hit = _cache.load(fp)
+                    if hit is not None:
+                        self.source = "cache"
+                        self._check_strict(hit[1])
+                        return hit
+        from .discovery import discover
 
-    def _stager(self, kind: str, plugin: str, staged: List[Spec]) -> Callable[..., None]:
-        def register(name: str, target: Any, **metadata: Any) -> None:
-            spec = make_spec(kind, plugin, name, target, metadata)
-            if any(s.kind == kind and s.name == name for s in staged):
-                raise RegistrationError(f"plugin {plugin!r} registers {kind} {name!r} twice")
-            staged.append(spec)
+        specs, plugins = discover(eps, strict=False)
+        self.source = "scan"
+        if fp is not None:
+            from . import _cache
 
-        register.__doc__ = f"Register a component of kind {kind!r} for plugin {plugin!r}."
-        return register
+            _cache.store(fp, specs, plugins)
+        self._check_strict(plugins)
+        return specs, plugins
 
-    def _mark_conflicts(self) -> None:
-        for (kind, name), specs in self._specs.items():
-            plugins = sorted({s.plugin for s in specs})
-            if len(plugins) < 2:
-                continue
-            for p in plugins:
-                rec = self._plugins.get(p)
-                if rec is None:
-                    continue
-                others = [o for o in plugins if o != p]
-                msg = (
-                    f"{kind} {name!r} is also registered by {', '.join(others)}; "
-                    f"ask for '{p}/{name}' to pick this one"
-                )
-                err = f"{rec.error}; {msg}" if rec.error else msg
-                self._plugins[p] = _evolve(rec, status="conflict", error=err)
+    def _check_strict(self, plugins: Dict[str, PluginRecord]) -> None:
+        if not self.strict:
+            return
+        bad = [p for p in plugins.values() if p.status != "ok"]
+        if bad:
+            lines = "; ".join(f"{p.name}: {p.status}: {p.error}" for p in bad)
+            raise PluginLoadError(f"{STRICT_ENV} is set and {len(bad)} plugin(s) did not load cleanly: {lines}")
 
     # ------------------------------------------------------------------ user registration
     def register_user(self, name: str, target: Any, kind: str, **metadata: Any) -> Spec:
         self.ensure()
         if kind is None:
-            raise RegistrationError("register() needs kind=..., one of: " + ", ".join(hookspecs.KIND_HOOKS))
+            raise RegistrationError("register() needs kind=..., one of: " + ", ".join(_kinds.KIND_HOOKS))
         _check_kind(kind)
+        from .discovery import make_spec, mark_conflicts
+
         spec = make_spec(kind, USER_PLUGIN, name, target, metadata)
         with self._lock:
             key = (kind, name)
@@ -273,23 +161,26 @@ class Registry:
             self._specs[key] = kept
             rec = self._plugins.get(USER_PLUGIN) or PluginRecord(name=USER_PLUGIN, version="", status="ok")
             comps = tuple(c for c in rec.components if c != f"{kind}:{name}") + (f"{kind}:{name}",)
-            self._plugins[USER_PLUGIN] = _evolve(rec, components=comps)
+            self._plugins[USER_PLUGIN] = rec.evolve(components=comps)
             if len(kept) > 1:
-                self._mark_conflicts()
+                mark_conflicts(self._specs, self._plugins)
         return spec
 
-    def unregister_user(self, name: str, kind: str) -> None:
-        with self._lock:
-            key = (kind, name)
-            self._specs[key] = [s for s in self._specs.get(key, []) if s.plugin != USER_PLUGIN]
-            if not self._specs[key]:
-                del self._specs[key]
-
     # ------------------------------------------------------------------ queries
-    def list(self, kind: Optional[str] = None, pattern: str = "*", plugin: Optional[str] = None) -> List[Spec]:
-        self.ensure()
+    def list(self, kind: Optional[str] = None, pattern: Any = "*", plugin: Optional[str] = None) -> List[Spec]:
         _check_kind(kind)
-        pats = [pattern] if isinstance(pattern, str) else builtins.list(pattern)
+        if isinstance(pattern, str):
+            pats = [pattern]
+        elif isinstance(pattern, (builtins.list, tuple)) and all(isinstance(p, str) for p in pattern):
+            pats = builtins.list(pattern)
+        else:
+            raise TypeError(f"pattern must be a shell wildcard string (e.g. '*cam*') or a list of them, "
+                            f"got {pattern!r}")
+        if plugin is not None and not isinstance(plugin, str):
+            raise TypeError(f"plugin must be a plugin name (string), got {plugin!r}")
+        self.ensure()
+        import fnmatch
+
         out = [
             s
             for specs in self._specs.values()
@@ -298,21 +189,18 @@ class Registry:
             and (plugin is None or s.plugin == plugin)
             and any(fnmatch.fnmatch(s.name.lower(), p.lower()) for p in pats)
         ]
-        kind_order = {k: i for i, k in enumerate(hookspecs.KIND_HOOKS)}
+        kind_order = {k: i for i, k in enumerate(_kinds.KIND_HOOKS)}
         return sorted(out, key=lambda s: (kind_order[s.kind], _natural_key(s.name), s.plugin))
-
-    def kinds(self) -> List[str]:
-        return builtins.list(hookspecs.KIND_HOOKS)
 
     def plugins(self) -> List[PluginRecord]:
         self.ensure()
         return sorted(self._plugins.values(), key=lambda p: _natural_key(p.name))
 
     def resolve(self, name: str, kind: Optional[str] = None) -> Spec:
-        self.ensure()
         _check_kind(kind)
         if not isinstance(name, str) or not name:
             raise UnknownNameError(f"expected a component name as a non-empty string, got {name!r}")
+        self.ensure()
         matches = self._matches(name, kind)
         if not matches and "/" in name:
             plugin, _, bare = name.partition("/")
@@ -320,7 +208,7 @@ class Registry:
         if not matches:
             raise UnknownNameError(self._unknown_message(name, kind))
         if len(matches) > 1 and kind is None:
-            methods = [s for s in matches if s.kind not in hookspecs.EXPERIMENT_KINDS]
+            methods = [s for s in matches if s.kind not in _kinds.EXPERIMENT_KINDS]
             kinds_of_methods = {s.kind for s in methods}
             if len(methods) >= 1 and len(kinds_of_methods) == 1:
                 matches = methods
@@ -347,9 +235,17 @@ class Registry:
         return [s for (k, n), specs in self._specs.items() if n == name for s in specs]
 
     def _unknown_message(self, name: str, kind: Optional[str]) -> str:
-        what = f"{kind[:-1] if kind and kind.endswith('s') else (kind or 'component')} {name!r}"
-        installed = sorted({n for (k, n) in self._specs if kind is None or k == kind})
+        what = f"{_singular(kind) if kind else 'component'} {name!r}"
         msg = f"no installed {what}"
+        if kind is not None:
+            elsewhere = self._matches(name, None)
+            if not elsewhere and "/" in name:
+                plugin, _, bare = name.partition("/")
+                elsewhere = [s for s in self._matches(bare, None) if s.plugin == plugin]
+            if elsewhere:
+                where = ", ".join(sorted({f"{_singular(s.kind)} (kind={s.kind!r})" for s in elsewhere}))
+                return f"{msg}: {name!r} is an installed {where}"
+        installed = sorted({n for (k, n) in self._specs if kind is None or k == kind})
         hint = ""
         try:
             from . import catalog
@@ -362,8 +258,7 @@ class Registry:
             if status is not None and status.status in ("failed", "incompatible"):
                 hint = f"; plugin {entry.name!r} is installed but {status.status}: {status.error}"
             else:
-                hint = f"; it is provided by {entry.distribution}: run `gradkit install {entry.name}` " \
-                       f"(or pip install {entry.distribution})"
+                hint = f"; it is provided by the first-party plugin {entry.name!r}: run `gradkit install {entry.name}`"
         else:
             import difflib
 
@@ -386,53 +281,42 @@ class Registry:
     def create(self, name: str, *args: Any, kind: Optional[str] = None, **kwargs: Any) -> Any:
         spec = self.resolve(name, kind)
         factory = spec.load()
-        merged = dict(spec.defaults)
-        merged.update(kwargs)
+        merged = _fill_defaults(spec, factory, args, kwargs)
         return factory(*args, **merged)
 
 
-def _dist_info_parts(ep: Any) -> Optional[Tuple[str, str]]:
-    """(name, version) from an installed distribution's ``NAME-VERSION.dist-info`` folder name.
+def _fill_defaults(spec: Spec, factory: Any, args: tuple, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Keyword arguments for ``factory``: the caller's, plus registered defaults the caller did not give.
 
-    Parsing the folder name avoids reading and email-parsing every plugin's METADATA
-    file, which would make a cold ``gradkit list`` several times slower than the
-    entry-point scan itself.
+    A default is dropped when the caller passed that parameter positionally; a keyword the factory
+    does not accept is a TypeError that names the gradkit component and what it accepts.
     """
-    path = getattr(getattr(ep, "dist", None), "_path", None)
-    name = getattr(path, "name", "")
-    if name.endswith(".dist-info") and name.count("-") == 1:
-        dist, version = name[: -len(".dist-info")].split("-")
-        return dist.replace("_", "-"), version
-    return None
+    import inspect
 
-
-def _dist_name(ep: Any) -> str:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return ""
-    parts = _dist_info_parts(ep)
-    if parts is not None:
-        return parts[0]
     try:
-        return dist.metadata["Name"] or ""
-    except Exception:  # noqa: BLE001
-        return getattr(dist, "name", "") or ""
-
-
-def _dist_version(ep: Any) -> str:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return ""
-    parts = _dist_info_parts(ep)
-    if parts is not None:
-        return parts[1]
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: plain merge
+        return {**spec.defaults, **kwargs}
+    params = sig.parameters
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not var_kw:
+        accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        bad = [k for k in kwargs if k not in accepted]
+        if bad:
+            raise TypeError(
+                f"{spec.what} ({spec.target_path}) got unexpected keyword argument(s) {', '.join(map(repr, bad))}; "
+                f"it accepts: {', '.join(accepted) or '(no keyword arguments)'}"
+            )
     try:
-        return dist.version
-    except Exception:  # noqa: BLE001
-        return ""
-
-
-def _evolve(rec: PluginRecord, **changes: Any) -> PluginRecord:
-    import attrs
-
-    return attrs.evolve(rec, **changes)
+        bound = sig.bind_partial(*args)
+    except TypeError as exc:
+        raise TypeError(f"{spec.what} ({spec.target_path}): {exc}") from None
+    if not var_kw:
+        stray = [k for k in spec.defaults if k not in params]
+        if stray:
+            raise TypeError(f"{spec.what} (plugin {spec.plugin!r}) registers default(s) {', '.join(map(repr, stray))} "
+                            f"that {spec.target_path} does not accept: a bug in the plugin")
+    given = set(bound.arguments) | set(kwargs)
+    merged = {k: v for k, v in spec.defaults.items() if k not in given}
+    merged.update(kwargs)
+    return merged

@@ -6,8 +6,8 @@ suite needs (see each class's docstring)::
     from gradkit_core.testing.optimizers import OptimizerConformance
 
     class TestLionConformance(OptimizerConformance):
-        name = "lion"
-        kwargs = {"lr": 1e-3}
+        component = "lion"
+        component_kwargs = {"lr": 1e-3}
 
 Importing this package imports nothing heavy; each suite module imports torch.
 """
