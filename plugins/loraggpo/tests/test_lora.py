@@ -231,3 +231,46 @@ def test_bad_input():
         GGPOLoRALinear(nn.Linear(3, 3))(torch.zeros(2, 4))
     with pytest.raises(ValueError, match="no Linear"):
         wrap_lora(nn.Sequential(nn.ReLU()))
+
+
+@pytest.mark.parametrize("key,value", [("sigma", float("nan")), ("sigma", float("inf")), ("sigma", -0.1),
+                                       ("beta", float("nan")), ("beta", float("inf")), ("alpha", 0.0),
+                                       ("alpha", float("nan")), ("alpha", float("inf")),
+                                       ("grad_norm_power", float("nan")), ("mgpo_momentum", 1.0),
+                                       ("mgpo_ema", float("nan"))])
+def test_nonfinite_or_out_of_range_hyperparameters_are_rejected(key, value):
+    with pytest.raises(ValueError, match=key):
+        GGPOLoRALinear(nn.Linear(3, 3), **{key: value})
+
+
+@pytest.mark.parametrize("mode", ["ggpo", "mgpo", "flat"])
+def test_state_dict_round_trip_keeps_the_perturbation_caches(mode):
+    """GGPO's weight/gradient row norms, MGPO's momentum and norm EMA and Flat-LoRA's progress survive
+    save/load: a reloaded layer draws exactly the perturbation the original would have drawn."""
+    src = layer(mode)
+    for s in (1, 2, 3):
+        backward_once(src, seed=s)
+    src.progress = 0.4
+    sd = copy.deepcopy(src.state_dict())
+    for name in ("weight_row_norms", "grad_row_norms", "mgpo_m"):
+        if mode != "mgpo" and name == "mgpo_m":
+            continue
+        assert name in sd and sd[name].numel() > 0, name
+    dst = layer(mode, seed=9)  # fresh layer: empty caches, other weights
+    dst.load_state_dict(sd)
+    for name in ("weight_row_norms", "grad_row_norms", "mgpo_m"):
+        assert torch.equal(getattr(dst, name), getattr(src, name)), name
+    assert dst.mgpo_norm_ema == src.mgpo_norm_ema and dst.progress == 0.4
+    src.generator.manual_seed(5)
+    dst.generator.manual_seed(5)
+    e1, e2 = src.perturbation(), dst.perturbation()
+    assert e1 is not None and torch.equal(e1, e2)
+
+
+def test_state_dict_with_a_wrong_cache_shape_is_a_clear_error():
+    lyr = layer("ggpo")
+    backward_once(lyr)
+    sd = lyr.state_dict()
+    sd["weight_row_norms"] = torch.ones(4)
+    with pytest.raises(RuntimeError, match=r"weight_row_norms: shape \(4,\), expected \(6,\)"):
+        layer("ggpo").load_state_dict(sd)

@@ -123,3 +123,51 @@ def test_trainer_non_finite_loss_is_a_clear_error():
     x, y = _toy()
     with pytest.raises(FloatingPointError, match="lower beta"):
         tuner.train_step(x, y)
+
+
+def test_sam_nan_gradient_at_the_perturbed_point_changes_nothing():
+    """The gradient at w + e is non-finite in the LAST group: no parameter of any group and no state moves."""
+    a, b = nn.Parameter(torch.ones(3)), nn.Parameter(torch.full((2,), 2.0))
+    opt = SAM([{"params": [a]}, {"params": [b]}], lr=0.1, rho=0.05)
+    calls = [0]
+
+    def closure(poison_second=False):
+        def run():
+            calls[0] += 1
+            opt.zero_grad()
+            loss = (a ** 2).sum() + (b ** 2).sum()
+            loss.backward()
+            if poison_second and calls[0] % 2 == 0:
+                b.grad[0] = float("nan")
+            return loss
+        return run
+
+    opt.step(closure())
+    before = [a.detach().clone(), b.detach().clone()]
+    state = copy.deepcopy(opt.state_dict())
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        opt.step(closure(poison_second=True))
+    assert torch.equal(a.detach(), before[0]) and torch.equal(b.detach(), before[1])
+    after = opt.state_dict()
+    for k, st in state["state"].items():
+        for key, v in st.items():
+            assert (torch.equal(after["state"][k][key], v) if isinstance(v, torch.Tensor)
+                    else after["state"][k][key] == v), key
+
+
+@pytest.mark.parametrize("key,value", [("lr", float("nan")), ("lr", float("inf")), ("rho", float("nan")),
+                                       ("weight_decay", float("inf")), ("weight_decay", -1.0),
+                                       ("eps", float("nan")), ("momentum", float("nan"))])
+def test_sam_rejects_nonfinite_hyperparameters(key, value):
+    with pytest.raises(ValueError, match=key):
+        SAM([nn.Parameter(torch.ones(2))], **{key: value})
+    opt = SAM([nn.Parameter(torch.ones(2))])
+    with pytest.raises(ValueError, match=key):
+        opt.add_param_group({"params": [nn.Parameter(torch.ones(2))], key: value})
+
+
+@pytest.mark.parametrize("key,value", [("lr", float("nan")), ("lr", 0.0), ("weight_decay", float("inf")),
+                                       ("rho", float("nan"))])
+def test_trainer_rejects_nonfinite_hyperparameters(key, value):
+    with pytest.raises(ValueError, match=key):
+        LoRAFineTuner(nn.Sequential(nn.Linear(4, 3)), method="lora", **{key: value})

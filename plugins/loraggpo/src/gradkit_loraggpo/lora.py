@@ -38,6 +38,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 MODES = ("ggpo", "flat", "mgpo", "none")
+#: caches that the next perturbation is drawn from; persistent buffers, so ``state_dict`` round trips keep them
+_CACHES = ("weight_row_norms", "grad_row_norms", "mgpo_m")
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 class GGPOLoRALinear(nn.Module):
@@ -58,8 +64,17 @@ class GGPOLoRALinear(nn.Module):
             raise ValueError(f"norm must be 'fan_out' or 'fan_in', got {norm!r}")
         if weight_norm not in ("exact", "port"):
             raise ValueError(f"weight_norm must be 'exact' or 'port', got {weight_norm!r}")
-        if sigma < 0 or beta < 0:
-            raise ValueError(f"sigma and beta must be >= 0, got sigma={sigma}, beta={beta}")
+        for key, v in (("sigma", sigma), ("beta", beta)):
+            if not _finite(v) or v < 0:
+                raise ValueError(f"{key} must be a finite number >= 0, got {v!r}")
+        if not _finite(alpha) or alpha <= 0:
+            raise ValueError(f"alpha must be a finite number > 0 (the LoRA scale is alpha/r; alpha = 0 would switch "
+                             f"the adapter off), got {alpha!r}")
+        if not _finite(grad_norm_power) or grad_norm_power <= 0:
+            raise ValueError(f"grad_norm_power must be a finite number > 0, got {grad_norm_power!r}")
+        for key, v in (("mgpo_momentum", mgpo_momentum), ("mgpo_ema", mgpo_ema)):
+            if not _finite(v) or not 0 <= v < 1:
+                raise ValueError(f"{key} must be a number in [0, 1), got {v!r}")
         if base.weight.is_complex() or base.weight.is_sparse:
             raise TypeError("GGPOLoRALinear needs a dense real weight")
         self.base = base
@@ -75,12 +90,38 @@ class GGPOLoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, dtype=w.dtype, device=w.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.progress = 1.0  # fraction of training done (Flat-LoRA's sigma schedule)
-        # caches filled by update_norms (buffers: saved with the model, moved with .to())
-        self.register_buffer("weight_row_norms", torch.empty(0), persistent=False)
-        self.register_buffer("grad_row_norms", torch.empty(0), persistent=False)
-        self.register_buffer("mgpo_m", torch.empty(0), persistent=False)
+        # caches filled by update_norms: persistent buffers (saved in state_dict, moved with .to()); empty until
+        # the first update_norms.  MGPO's norm EMA and Flat-LoRA's progress travel as extra state.
+        for name in _CACHES:
+            self.register_buffer(name, torch.empty(0, dtype=w.dtype, device=w.device))
         self.mgpo_norm_ema = 0.0
         self.last_perturbation_std: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------ state_dict
+    def get_extra_state(self):
+        return {"mgpo_norm_ema": float(self.mgpo_norm_ema), "progress": float(self.progress)}
+
+    def set_extra_state(self, state) -> None:
+        self.mgpo_norm_ema = float(state["mgpo_norm_ema"])
+        self.progress = float(state["progress"])
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # the caches are empty until the first update_norms: take the saved tensor's shape when it is a valid one
+        expected = {"weight_row_norms": (self.out_features,), "grad_row_norms": (self.out_features,),
+                    "mgpo_m": (self.out_features, self.in_features)}
+        for name in _CACHES:
+            src = state_dict.get(prefix + name)
+            if src is None:
+                continue
+            if tuple(src.shape) not in ((0,), expected[name]):
+                error_msgs.append(f"{prefix}{name}: shape {tuple(src.shape)}, expected {expected[name]} or (0,)")
+                state_dict = {k: v for k, v in state_dict.items() if k != prefix + name}
+                continue
+            cur = getattr(self, name)
+            setattr(self, name, torch.empty(src.shape, dtype=cur.dtype, device=cur.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     # ------------------------------------------------------------------ weights
     @property

@@ -15,25 +15,44 @@ from typing import Callable, Optional
 import torch
 
 
+def _check_group(g) -> None:
+    """Hyperparameters of one param group: finite and in range, else a ValueError naming the key."""
+    def finite(key, lo=0.0, lo_open=False):
+        v = g[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo or (lo_open and v == lo):
+            rel = ">" if lo_open else ">="
+            raise ValueError(f"SAM: {key} must be a finite number {rel} {lo}, got {v!r}")
+
+    finite("lr")
+    finite("rho")
+    finite("weight_decay")
+    finite("eps", lo_open=True)
+    if g["base"] not in ("adamw", "sgd"):
+        raise ValueError(f"SAM: base must be 'adamw' or 'sgd', got {g['base']!r}")
+    b = g["betas"]
+    if len(b) != 2 or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in b):
+        raise ValueError(f"SAM: betas must be two numbers in [0, 1), got {b!r}")
+    m = g["momentum"]
+    if not isinstance(m, (int, float)) or not 0 <= m < 1:
+        raise ValueError(f"SAM: momentum must be a number in [0, 1), got {m!r}")
+
+
 class SAM(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, rho: float = 0.05, base: str = "adamw", betas=(0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.9, adaptive: bool = False):
-        if lr < 0:
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if rho < 0:
-            raise ValueError(f"rho must be >= 0, got {rho}")
-        if base not in ("adamw", "sgd"):
-            raise ValueError(f"base must be 'adamw' or 'sgd', got {base!r}")
-        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
         defaults = dict(lr=lr, rho=rho, base=base, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, adaptive=adaptive)
+                        momentum=momentum, adaptive=bool(adaptive))
+        _check_group(defaults)
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.is_sparse or p.is_complex():
-                    raise TypeError(f"SAM supports dense real parameters; got a sparse/complex parameter of shape "
-                                    f"{tuple(p.shape)}")
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_group(group)
+        for p in group["params"]:
+            if p.is_sparse or p.is_complex():
+                raise TypeError(f"SAM supports dense real parameters; got a sparse/complex parameter of shape "
+                                f"{tuple(p.shape)}")
 
     def _grad_norm(self) -> float:
         sq = 0.0
@@ -54,7 +73,8 @@ class SAM(torch.optim.Optimizer):
             loss = closure()
         norm = self._grad_norm()
         if not math.isfinite(norm):
-            raise FloatingPointError(f"SAM: gradient norm is not finite ({norm}); check for NaN/inf gradients")
+            raise FloatingPointError(f"SAM: gradient norm is not finite ({norm}); check for NaN/inf gradients "
+                                     "(nothing was updated)")
         saved = {}
         for group in self.param_groups:
             for p in group["params"]:
@@ -65,18 +85,19 @@ class SAM(torch.optim.Optimizer):
                 p.add_(g, alpha=group["rho"] / (norm + 1e-12))
         with torch.enable_grad():
             closure()
+        # back to w exactly, then check every gradient at w + e before any update (a failed step changes nothing)
+        for p, w in saved.items():
+            p.copy_(w)
+        for p in saved:
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise FloatingPointError(f"SAM: non-finite (nan/inf) gradient at the perturbed point for a parameter "
+                                         f"of shape {tuple(p.shape)}; nothing was updated")
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             for p in group["params"]:
-                if p not in saved:
-                    continue
-                p.copy_(saved[p])
-                if p.grad is None:
+                if p not in saved or p.grad is None:
                     continue
                 g = p.grad
-                if not torch.isfinite(g).all():
-                    raise FloatingPointError(f"SAM: non-finite gradient at the perturbed point for a parameter of "
-                                             f"shape {tuple(p.shape)}")
                 state = self.state[p]
                 if group["base"] == "adamw":
                     if not state:

@@ -9,6 +9,7 @@ from the current scales; Flat-LoRA's sigma schedule follows the fraction of step
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, List, Optional, Sequence
 
 import torch
@@ -41,8 +42,11 @@ class LoRAFineTuner:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+        for key, v, lo_open in (("lr", lr, True), ("weight_decay", weight_decay, False), ("rho", rho, False)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (lo_open and v == 0):
+                raise ValueError(f"{key} must be a finite number {'>' if lo_open else '>='} 0, got {v!r}")
         self.model, self.method, self.epochs, self.loss_fn = model, method, int(epochs), loss_fn
         if sigma is None:
             sigma = 0.05 if method == "flat" else 0.03
