@@ -40,6 +40,7 @@ class TestFineTuneConformance(_Base):
 
 class TestGradientAscentConformance(_Base):
     component = "gradient-ascent"
+    uses_retain = False
 
 
 class TestL1SparseConformance(_Base):

@@ -1,11 +1,15 @@
 """SalUn and the classification-unlearning baselines of the paper.
 
-Every unlearner follows the gradkit ``unlearners`` contract::
+Every unlearner follows the gradkit ``unlearners`` calling convention::
 
-    model = SalUn(model, ratio=0.5).unlearn(forget_loader, retain_loader, epochs=10)
+    unlearner = SalUn(model, ratio=0.5)          # bad / non-finite hyperparameters: ValueError
+    model = unlearner.unlearn(forget_loader, retain_loader, epochs=10, max_steps=None, seed=0)
+    unlearner.last_run                           # {'steps', 'epochs', 'stopped_by', ...}
 
 ``forget`` / ``retain`` are re-iterable collections of ``(x, y)`` batches (a
 ``DataLoader``, a list of tuples).  The model is updated in place and returned.
+NaN/inf inputs, labels outside ``[0, C)`` and empty sets raise ``ValueError``
+before any update; a run that fails leaves the parameters as they were.
 
 Equations followed (Fan et al., 2024, Sec. 4):
 
@@ -67,23 +71,41 @@ def check_data(data: Any, role: str) -> Iterable:
     return data
 
 
-def check_batch(batch: Any, role: str) -> Tuple[torch.Tensor, torch.Tensor]:
+def check_batch(batch: Any, role: str, num_classes: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of a batch; NaN/inf inputs and labels outside ``[0, num_classes)`` are a ValueError."""
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
         raise TypeError(f"{role} batches must be (x, y) pairs of tensors; got a {type(batch).__name__}")
     x, y = batch[0], batch[1]
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(f"{role} batches must be (x, y) pairs of tensors; got ({type(x).__name__}, "
                         f"{type(y).__name__})")
-    if y.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16) or y.dtype == torch.bool:
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise TypeError(f"{role} labels y must be integer class indices; got dtype {y.dtype}")
     if y.dim() != 1 or len(x) != len(y):
         raise ValueError(f"{role} batch has x of shape {tuple(x.shape)} and y of shape {tuple(y.shape)}; "
                          "expected y of shape (B,) with B = len(x)")
+    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{role} batch has {bad} non-finite (NaN/inf) input values; inputs must be finite")
+    if len(y) and num_classes is not None:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{role} batch has class labels out of range [{lo}, {hi}]; the model has "
+                             f"{num_classes} classes, so labels must lie in [0, {num_classes - 1}]")
     return x, y
 
 
+def count_batches(data: Iterable, role: str, num_classes: Optional[int] = None) -> int:
+    """Validate every batch (types, finite inputs, label range) and count the non-empty ones."""
+    n = 0
+    for batch in data:
+        x, _ = check_batch(batch, role, num_classes)
+        n += int(len(x) > 0)
+    return n
+
+
 def check_nonempty(data: Iterable, role: str) -> None:
-    """An empty forget set is an error (checked without a full pass where ``len`` exists)."""
+    """An empty set is an error (checked without a full pass where ``len`` exists)."""
     if hasattr(data, "__len__") and len(data) == 0:  # type: ignore[arg-type]
         raise ValueError(f"the {role} set is empty: unlearning needs at least one {role} example")
     n = 0
@@ -93,6 +115,35 @@ def check_nonempty(data: Iterable, role: str) -> None:
         if n > 0:
             return
     raise ValueError(f"the {role} set is empty: unlearning needs at least one {role} example")
+
+
+def check_budget(epochs: Any, max_steps: Any) -> Tuple[Optional[int], Optional[int]]:
+    """Validate the unlearning budget: positive ints or ``None``."""
+    for name, v in (("epochs", epochs), ("max_steps", max_steps)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+    return epochs, max_steps
+
+
+def check_seed(seed: Any) -> Optional[int]:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return seed
+
+
+def check_finite(name: str, value: Any, *, low: float = 0.0, low_open: bool = False,
+                 high: Optional[float] = None, high_open: bool = False) -> float:
+    """A finite real hyperparameter in the given range, else a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    v = float(value)
+    if v < low or (low_open and v == low) or (high is not None and (v > high or (high_open and v == high))):
+        lb = "(" if low_open else "["
+        hb = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lb}{low}, {high if high is not None else 'inf'}{hb}, got {value!r}")
+    return v
 
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
@@ -111,6 +162,10 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if out.dim() != 2:
         raise ValueError(f"the model must return class logits of shape (B, C); got shape {tuple(out.shape)}")
     return out
+
+
+def _rng_devices(model: nn.Module) -> List[int]:
+    return sorted({p.device.index or 0 for p in model.parameters() if p.is_cuda})
 
 
 # ---------------------------------------------------------------------- weight saliency
@@ -217,58 +272,63 @@ def restore_masked(model: nn.Module, mask: Mask, theta0: Dict[str, torch.Tensor]
 
 # ---------------------------------------------------------------------- base class
 class Unlearner:
-    """Shared machinery: input checks, SGD with momentum / weight decay, seeding.
+    """Shared machinery: the gradkit calling convention, input checks, SGD, seeding, rollback.
 
-    Hyperparameters (paper / official code defaults): SGD, momentum 0.9,
-    weight decay 5e-4, constant learning rate (the official MultiStepLR milestones
-    91/136 never trigger within 10 unlearning epochs).
+    ``Unlearner(model, lr=None, momentum=0.9, weight_decay=5e-4, epochs=None, max_steps=None, seed=None)``;
+    ``epochs`` / ``max_steps`` given here are the default budget of :meth:`unlearn` (used when the
+    call gives neither).  Hyperparameters (paper / official code defaults): SGD, momentum 0.9,
+    weight decay 5e-4, constant learning rate (the official MultiStepLR milestones 91/136 never
+    trigger within 10 unlearning epochs).
     """
 
     default_lr: float = 0.01
     default_epochs: int = 10
+    #: the update loop trains on the retain set (``retain=None`` is then a ValueError)
+    uses_retain: bool = True
+    #: the update loop iterates the forget set (else one epoch is one pass over the retain set)
+    uses_forget: bool = True
 
     def __init__(self, model: nn.Module, *, lr: Optional[float] = None, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, epochs: Optional[int] = None, seed: int = 0):
+                 weight_decay: float = 5e-4, epochs: Optional[int] = None, max_steps: Optional[int] = None,
+                 seed: Optional[int] = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         lr = self.default_lr if lr is None else lr
-        if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
         self.model = model
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.epochs = self._check_epochs(self.default_epochs if epochs is None else epochs)
-        self.seed = int(seed)
+        self.lr = check_finite("lr", lr, low=0.0, low_open=True)
+        self.momentum = check_finite("momentum", momentum, high=1.0, high_open=True)
+        self.weight_decay = check_finite("weight_decay", weight_decay)
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            epochs = self.default_epochs
+        self.epochs, self.max_steps = epochs, max_steps
+        self.seed = check_seed(seed)
         self.history: Dict[str, List[float]] = {"loss": []}
-
-    @staticmethod
-    def _check_epochs(epochs: Any) -> int:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-        return epochs
+        self.last_run: Optional[Dict[str, Any]] = None
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
-    def _prepare(self, forget: Any, retain: Any, epochs: Optional[int]):
-        forget = check_data(forget, "forget")
-        retain = check_data(retain, "retain")
-        check_nonempty(forget, "forget")
-        epochs = self.epochs if epochs is None else self._check_epochs(epochs)
-        gen = torch.Generator()
-        gen.manual_seed(self.seed)
-        return forget, retain, epochs, gen
+    def _steps_per_epoch(self, n_forget: int, n_retain: int) -> int:
+        if not self.uses_forget:
+            return n_retain
+        return n_forget + (n_retain if self.uses_retain else 0)
+
+    @property
+    def _done(self) -> bool:
+        return self._steps >= self._total_steps
 
     def _sgd_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        if not bool(torch.isfinite(loss.detach())):
+            raise ValueError(f"the unlearning loss became non-finite ({float(loss.detach())}) at step "
+                             f"{self._steps + 1}; lower the learning rate (lr={self.lr})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         self._before_step()
         opt.step()
         self._after_step(opt)
+        self._steps += 1
         self.history["loss"].append(float(loss.detach()))
 
     def _before_step(self) -> None:
@@ -277,43 +337,116 @@ class Unlearner:
     def _after_step(self, opt: torch.optim.Optimizer) -> None:
         pass
 
-    def unlearn(self, forget: Iterable, retain: Iterable, epochs: Optional[int] = None) -> nn.Module:
-        forget, retain, epochs, gen = self._prepare(forget, retain, epochs)
-        self.model.train()
-        opt = self._optimizer()
-        self._run(forget, retain, epochs, opt, gen)
+    def _epoch_start(self, epoch: int) -> None:
+        pass
+
+    def _begin(self, forget, retain) -> None:
+        pass
+
+    def _end(self, opt: torch.optim.Optimizer) -> None:
+        pass
+
+    def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, epochs: Optional[int] = None,
+                max_steps: Optional[int] = None, seed: Optional[int] = None) -> nn.Module:
+        """Unlearn ``forget`` (keeping ``retain``); returns the model, updated in place.
+
+        Budget: ``epochs`` passes (over the forget set, alternating with the retain set for
+        methods that use both; over the retain set for FT / l1-sparse / Retrain) and/or at most
+        ``max_steps`` SGD updates, whichever ends first; neither: the budget given at
+        construction (default ``default_epochs``).  ``self.last_run`` reports ``steps``,
+        ``epochs`` (completed, float) and ``stopped_by``.  ``seed`` (default: the constructor's,
+        else drawn from the global RNG) seeds random labels, shuffles and dropout inside a
+        forked RNG.  Any error restores the model's parameters.
+        """
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            epochs, max_steps = self.epochs, self.max_steps
+        seed = check_seed(seed)
+        seed = self.seed if seed is None else seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        with torch.random.fork_rng(devices=_rng_devices(self.model)):
+            torch.manual_seed(seed)
+            return self._unlearn(forget, retain, epochs, max_steps, seed)
+
+    def _unlearn(self, forget, retain, epochs, max_steps, seed) -> nn.Module:
+        forget = check_data(forget, "forget")
+        if retain is None:
+            if self.uses_retain:
+                raise ValueError(f"{type(self).__name__} trains on the retain set: pass retain=... (a non-empty "
+                                 "iterable of (x, y) batches)")
+        else:
+            retain = check_data(retain, "retain")
+        check_nonempty(forget, "forget")
+        first = next(x for x, _ in (check_batch(b, "forget") for b in forget) if len(x))
+        check_batch((first, torch.zeros(len(first), dtype=torch.long)), "forget")  # finite before the forward
+        c = _num_classes(self.model, first)
+        n_f = count_batches(forget, "forget", c)
+        n_r = count_batches(retain, "retain", c) if retain is not None else 0
+        if self.uses_retain and n_r == 0:
+            raise ValueError(f"the retain set is empty: {type(self).__name__} needs at least one retain example")
+        self.num_classes = c
+        spe = self._steps_per_epoch(n_f, n_r)
+        planned = epochs if epochs is not None else -(-max_steps // spe)
+        total = planned * spe if max_steps is None else min(planned * spe, max_steps)
+        self._total_steps, self._planned_epochs, self._spe, self._steps = total, planned, spe, 0
+        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        was = self.model.training
+        self.history = {"loss": []}
+        try:
+            gen = torch.Generator().manual_seed(seed)
+            self._begin(forget, retain)
+            self.model.train()
+            opt = self._optimizer()
+            self._run(forget, retain, planned, opt, gen)
+            self._end(opt)
+            for n, p in self.model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise ValueError(f"parameter {n} became non-finite during unlearning; lower the learning rate")
+        except BaseException:
+            with torch.no_grad():
+                self.model.load_state_dict(snapshot)
+            self.model.train(was)
+            raise
         self.model.eval()
+        cut = max_steps is not None and self._steps >= max_steps and (epochs is None or self._steps < epochs * spe)
+        self.last_run = {"steps": self._steps, "epochs": self._steps / spe, "stopped_by": "max_steps" if cut else "epochs",
+                         "steps_per_epoch": spe, "seed": seed, "requested": {"epochs": epochs, "max_steps": max_steps}}
         return self.model
 
     def _run(self, forget, retain, epochs, opt, gen) -> None:  # pragma: no cover - abstract
         raise TypeError(f"{type(self).__name__} does not define an unlearning loop")
 
     # shared loops ------------------------------------------------------
-    def _retain_pass(self, retain, opt, extra: Optional[Callable[[], torch.Tensor]] = None) -> None:
+    def _retain_pass(self, retain, opt, extra: Optional[Callable[[], torch.Tensor]] = None, scale: float = 1.0) -> None:
         for batch in retain:
-            x, y = check_batch(batch, "retain")
+            if self._done:
+                return
+            x, y = check_batch(batch, "retain", self.num_classes)
             if len(x) == 0:
                 continue
-            loss = F.cross_entropy(_logits(self.model, x), y)
+            loss = scale * F.cross_entropy(_logits(self.model, x), y)
             if extra is not None:
                 loss = loss + extra()
             self._sgd_step(opt, loss)
 
 
 def random_wrong_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
-    """Uniform labels ``y' ≠ y`` (the paper's random labeling)."""
+    """Uniform labels ``y' != y`` (the paper's random labeling)."""
     shift = torch.randint(1, num_classes, y.shape, generator=gen)
     return (y + shift) % num_classes
 
 
 # ---------------------------------------------------------------------- random labeling (+ SalUn)
 class RandomLabel(Unlearner):
-    """Random labeling (RL): forget examples relabelled ``y' ≠ y``, retain examples kept.
+    """Random labeling (RL): forget examples relabelled ``y' != y``, retain examples kept.
 
     ``schedule="alternate"`` (default, the official CIFAR-10 loop): each epoch is one
-    pass over the forget set with random labels, then one pass over the retain set;
-    ``schedule="joint"``: each step minimises ``CE(forget batch, y') + α CE(retain
-    batch, y)`` (the paper's eq. 7), cycling the forget batches along the retain ones.
+    pass over the forget set with random labels, then one pass over the retain set
+    (``len(forget) + len(retain)`` steps);
+    ``schedule="joint"``: each step minimises ``CE(forget batch, y') + alpha CE(retain
+    batch, y)`` (the paper's eq. 7), cycling the forget batches along the retain ones
+    (an epoch is one pass over the retain set).
     ``exclude_true=False`` draws labels uniformly from all classes as the code does.
     """
 
@@ -324,9 +457,10 @@ class RandomLabel(Unlearner):
         super().__init__(model, **kw)
         if schedule not in ("alternate", "joint"):
             raise ValueError(f"schedule must be 'alternate' or 'joint', got {schedule!r}")
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
-        self.schedule, self.alpha, self.exclude_true = schedule, float(alpha), bool(exclude_true)
+        self.schedule, self.alpha, self.exclude_true = schedule, check_finite("alpha", alpha), bool(exclude_true)
+
+    def _steps_per_epoch(self, n_forget: int, n_retain: int) -> int:
+        return n_retain if self.schedule == "joint" else n_forget + n_retain
 
     def _relabel(self, y: torch.Tensor, c: int, gen: torch.Generator) -> torch.Tensor:
         if self.exclude_true:
@@ -334,52 +468,54 @@ class RandomLabel(Unlearner):
         return torch.randint(0, c, y.shape, generator=gen)
 
     def _run(self, forget, retain, epochs, opt, gen) -> None:
-        first = check_batch(next(iter(forget)), "forget")[0]
-        c = _num_classes(self.model, first)
+        c = self.num_classes
         if c < 2:
             raise ValueError("random labeling needs at least 2 classes")
-        for _ in range(epochs):
+        f_batches = [b for b in forget] if self.schedule == "joint" else None
+        i = 0
+        for epoch in range(epochs):
+            if self._done:
+                return
+            self._epoch_start(epoch)
             if self.schedule == "alternate":
                 for batch in forget:
-                    x, y = check_batch(batch, "forget")
+                    if self._done:
+                        return
+                    x, y = check_batch(batch, "forget", c)
                     if len(x) == 0:
                         continue
-                    loss = F.cross_entropy(_logits(self.model, x), self._relabel(y, c, gen))
-                    self._sgd_step(opt, loss)
-                for batch in retain:
-                    x, y = check_batch(batch, "retain")
-                    if len(x) == 0:
-                        continue
-                    self._sgd_step(opt, self.alpha * F.cross_entropy(_logits(self.model, x), y))
+                    self._sgd_step(opt, F.cross_entropy(_logits(self.model, x), self._relabel(y, c, gen)))
+                self._retain_pass(retain, opt, scale=self.alpha)
             else:
-                f_batches = list(forget)
-                i = 0
                 for batch in retain:
-                    xr, yr = check_batch(batch, "retain")
-                    xf, yf = check_batch(f_batches[i % len(f_batches)], "forget")
+                    if self._done:
+                        return
+                    xr, yr = check_batch(batch, "retain", c)
+                    if len(xr) == 0:
+                        continue
+                    xf, yf = check_batch(f_batches[i % len(f_batches)], "forget", c)
                     i += 1
-                    loss = F.cross_entropy(_logits(self.model, xf), self._relabel(yf, c, gen))
-                    if len(xr):
-                        loss = loss + self.alpha * F.cross_entropy(_logits(self.model, xr), yr)
+                    loss = self.alpha * F.cross_entropy(_logits(self.model, xr), yr)
+                    if len(xf):
+                        loss = loss + F.cross_entropy(_logits(self.model, xf), self._relabel(yf, c, gen))
                     self._sgd_step(opt, loss)
 
 
 class SalUn(RandomLabel):
     """SalUn (hard mask): random-label unlearning on the top-``ratio`` salient weights only.
 
-    ``mask`` may be given (a dict name → 0/1 tensor); otherwise it is computed from
+    ``mask`` may be given (a dict name -> 0/1 tensor); otherwise it is computed from
     the forget set at the start of :meth:`unlearn` (``self.mask`` holds it after).
-    Masked-out weights are exactly ``θ_o`` after unlearning.
+    Masked-out weights are exactly ``theta_o`` after unlearning.
     """
 
     def __init__(self, model: nn.Module, *, ratio: float = 0.5, scope: str = "global",
                  mask: Optional[Mask] = None, **kw):
         super().__init__(model, **kw)
-        if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
-            raise ValueError(f"ratio must be a fraction in [0, 1], got {ratio!r}")
+        self.ratio = check_finite("ratio", ratio, high=1.0)
         if scope not in ("global", "per_layer"):
             raise ValueError(f"scope must be 'global' or 'per_layer', got {scope!r}")
-        self.ratio, self.scope = float(ratio), scope
+        self.scope = scope
         if mask is not None:
             self._check_mask(mask)
         self.mask: Optional[Mask] = mask
@@ -392,18 +528,16 @@ class SalUn(RandomLabel):
                 raise ValueError(f"mask entry {n!r} is not a parameter of the model")
             if m.shape != params[n].shape:
                 raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, parameter has {tuple(params[n].shape)}")
+            if not bool(torch.isfinite(m).all()) or not bool(((m == 0) | (m == 1)).all()):
+                raise ValueError(f"mask for {n} must hold only 0 and 1")
 
-    def unlearn(self, forget: Iterable, retain: Iterable, epochs: Optional[int] = None) -> nn.Module:
-        forget, retain, epochs, gen = self._prepare(forget, retain, epochs)
+    def _begin(self, forget, retain) -> None:
         if not self._given_mask:
             self.mask = saliency_mask(self.model, forget, ratio=self.ratio, scope=self.scope)
         self._theta0 = {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.mask}
-        self.model.train()
-        opt = self._optimizer()
-        self._run(forget, retain, epochs, opt, gen)
+
+    def _end(self, opt) -> None:
         restore_masked(self.model, self.mask, self._theta0, opt)
-        self.model.eval()
-        return self.model
 
     def _before_step(self) -> None:
         apply_mask_to_grads(self.model, self.mask)
@@ -413,35 +547,35 @@ class SalUn(RandomLabel):
 
 
 class SalUnSoft(RandomLabel):
-    """SalUn-soft (official ``RL_proximal``): random labeling where, after each step,
-    the weight change ``d = θ - θ_o`` is soft-thresholded at the ``k``-th smallest
-    ``|d|`` with ``k = ratio · (1 - t/T) · N`` (the sparsity decays linearly to 0):
-    ``θ ← θ_o + sign(d)·max(|d| - τ, 0)``.  No gradient mask.
+    """SalUn-soft, following the official ``RL_proximal`` schedule.
+
+    Random labeling where, after every step, the weight change ``d = theta - theta_e`` from the
+    parameters ``theta_e`` at the start of the current epoch is soft-thresholded:
+    ``theta <- theta_e + sign(d) max(|d| - tau, 0)`` with ``tau`` the ``k_e``-th smallest ``|d|``
+    over all weights.  ``k_e = int(ratio (T - (e L + 1)) / T N)`` is constant within epoch ``e``
+    (``L`` steps per epoch, ``T = E L`` planned steps, ``N`` weights), so the sparsity of each
+    epoch's change decays linearly over the epochs; ``theta_e`` is re-captured every epoch (the
+    official code captures the initial parameters inside its per-epoch function).  No gradient mask.
     """
 
     def __init__(self, model: nn.Module, *, ratio: float = 0.5, **kw):
         super().__init__(model, **kw)
-        if not isinstance(ratio, (int, float)) or not 0.0 <= float(ratio) <= 1.0:
-            raise ValueError(f"ratio must be a fraction in [0, 1], got {ratio!r}")
-        self.ratio = float(ratio)
+        self.ratio = check_finite("ratio", ratio, high=1.0)
 
-    def unlearn(self, forget: Iterable, retain: Iterable, epochs: Optional[int] = None) -> nn.Module:
-        forget, retain, epochs, gen = self._prepare(forget, retain, epochs)
+    def _begin(self, forget, retain) -> None:
         self._params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self._n = sum(p.numel() for _, p in self._params)
+        self.k_history: List[int] = []
+
+    def _epoch_start(self, epoch: int) -> None:
         self._theta0 = torch.cat([p.detach().flatten() for _, p in self._params]).clone()
-        count = lambda d: len(d) if hasattr(d, "__len__") else sum(1 for _ in d)  # noqa: E731
-        n_steps = count(retain) if self.schedule == "joint" else count(forget) + count(retain)
-        self._total, self._t = max(epochs * n_steps, 1), 0
-        self.model.train()
-        opt = self._optimizer()
-        self._run(forget, retain, epochs, opt, gen)
-        self.model.eval()
-        return self.model
+        T = self._planned_epochs * self._spe
+        self._k = int(self.ratio * (T - (epoch * self._spe + 1)) / T * self._n)
+        self.k_history.append(self._k)
 
     @torch.no_grad()
     def _after_step(self, opt) -> None:
-        self._t += 1
-        k = int(self.ratio * (self._total - self._t) / self._total * len(self._theta0))
+        k = min(self._k, self._n)
         if k <= 0:
             return
         theta = torch.cat([p.detach().flatten() for _, p in self._params])
@@ -456,9 +590,11 @@ class SalUnSoft(RandomLabel):
 
 # ---------------------------------------------------------------------- other baselines
 class FineTune(Unlearner):
-    """FT: continue training on the retain set only (catastrophic forgetting of D_f)."""
+    """FT: continue training on the retain set only (catastrophic forgetting of D_f).
+    One epoch is one pass over the retain set."""
 
     default_lr = 0.01
+    uses_forget = False
 
     def _run(self, forget, retain, epochs, opt, gen) -> None:
         for _ in range(epochs):
@@ -466,30 +602,32 @@ class FineTune(Unlearner):
 
 
 class GradientAscent(Unlearner):
-    """GA: maximise the cross-entropy on the forget set (minimise ``-CE``)."""
+    """GA: maximise the cross-entropy on the forget set (minimise ``-CE``); no retain data."""
 
     default_lr = 1e-3
     default_epochs = 5
+    uses_retain = False
 
     def _run(self, forget, retain, epochs, opt, gen) -> None:
         for _ in range(epochs):
             for batch in forget:
-                x, y = check_batch(batch, "forget")
+                if self._done:
+                    return
+                x, y = check_batch(batch, "forget", self.num_classes)
                 if len(x) == 0:
                     continue
                 self._sgd_step(opt, -F.cross_entropy(_logits(self.model, x), y))
 
 
 class L1Sparse(Unlearner):
-    """ℓ1-sparse unlearning: FT on retain with ``α_t‖θ‖₁``, ``α_t = α(1 - t/epochs)``."""
+    """l1-sparse unlearning: FT on retain with ``alpha_t ||theta||_1``, ``alpha_t = alpha(1 - t/epochs)``."""
 
     default_lr = 0.01
+    uses_forget = False
 
     def __init__(self, model: nn.Module, *, alpha: float = 5e-4, **kw):
         super().__init__(model, **kw)
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_finite("alpha", alpha)
 
     def _run(self, forget, retain, epochs, opt, gen) -> None:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -500,21 +638,22 @@ class L1Sparse(Unlearner):
 
 class Retrain(Unlearner):
     """Retrain from scratch on the retain set: every module with ``reset_parameters``
-    is re-initialised (seeded), then trained for ``epochs`` on D_r.  The gold standard."""
+    is re-initialised (under the run's seed), then trained for ``epochs`` passes over D_r.
+    The gold standard."""
 
     default_lr = 0.05
     default_epochs = 30
+    uses_forget = False
 
-    def _run(self, forget, retain, epochs, opt, gen) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            n = 0
-            for m in self.model.modules():
-                if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
-                    m.reset_parameters()
-                    n += 1
+    def _begin(self, forget, retain) -> None:
+        n = 0
+        for m in self.model.modules():
+            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                m.reset_parameters()
+                n += 1
         if n == 0:
             raise ValueError("retrain needs a model whose layers define reset_parameters() to re-initialise")
-        opt.state.clear()
+
+    def _run(self, forget, retain, epochs, opt, gen) -> None:
         for _ in range(epochs):
             self._retain_pass(retain, opt)
