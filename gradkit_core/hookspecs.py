@@ -117,12 +117,18 @@ def gradkit_register_unlearners(register):
 def gradkit_register_agents(register):
     """Register reinforcement-learning / quality-diversity agents (kind ``agents``).
 
-    Contract (stable-baselines3 style): ``create(name, env, seed=0, **hp)``;
-    ``learn(total_steps, progress=False)`` returns the agent;
-    ``predict(obs, deterministic=True)`` returns an action;
+    Contract (stable-baselines3's signatures): ``create(name, env, seed=0, **hp)``;
+    ``learn(total_timesteps, callback=None, ...)`` returns the agent;
+    ``predict(obs, state=None, episode_start=None, deterministic=False)`` returns
+    ``(action, state)`` for one observation or a batch, so SB3's ``evaluate_policy``
+    works on the agent; a non-finite observation is a ``ValueError``;
     ``save(path)`` and classmethod ``load(path, env=None)`` use a plain format or
-    ``torch.load(weights_only=True)``, never arbitrary pickles;
+    ``torch.load(weights_only=True)``, never arbitrary pickles; ``load`` never imports
+    a module named inside the file (e.g. a gymnasium id ``module:Name-v0``), and an
+    empty, truncated or inconsistent file, or one with non-finite weights, is a
+    ``ValueError`` naming the file and the problem;
     ``evaluate(n_episodes)`` returns mean and std return.
+    Checked by :class:`gradkit_core.testing.agents.AgentConformance`.
     """
 
 
