@@ -39,7 +39,7 @@ def test_masked_weights_unchanged_and_mask_is_global_top_ratio():
     forget = [(x[:8], torch.zeros(8, dtype=torch.long))]
     retain = [(x[8:], c[8:])]
     un = SalUnDiffusion(model, schedule=sched, ratio=0.3, lr=1e-2)
-    un.unlearn(forget, retain, iterations=5)
+    un.unlearn(forget, retain, max_steps=5)
     n_total = sum(p.numel() for p in model.parameters())
     n_ones = int(sum(m.sum() for m in un.mask.values()))
     assert n_ones == int(0.3 * n_total)
@@ -57,7 +57,7 @@ def test_ga_objective_raises_forget_eps_loss():
     x, _ = _data()
     cf = torch.zeros(len(x), dtype=torch.long)
     loss0 = float(eps_loss(model, sched, x, cf, torch.Generator().manual_seed(1)).detach())
-    SalUnDiffusion(model, schedule=sched, ratio=1.0, objective="ga", lr=1e-2).unlearn([(x, cf)], [(x, cf)], iterations=20)
+    SalUnDiffusion(model, schedule=sched, ratio=1.0, objective="ga", lr=1e-2).unlearn([(x, cf)], max_steps=20)
     assert float(eps_loss(model, sched, x, cf, torch.Generator().manual_seed(1)).detach()) > loss0
 
 
@@ -69,3 +69,42 @@ def test_bad_input():
         SalUnDiffusion(model, objective="npo")
     with pytest.raises(ValueError, match="forget"):
         SalUnDiffusion(model).unlearn([], [(torch.zeros(2, 64), torch.zeros(2, dtype=torch.long))])
+
+
+def test_nonfinite_images_and_bad_classes_raise_and_leave_the_model():
+    torch.manual_seed(0)
+    model, sched = TinyCondEps(hidden=16, emb=8), Schedule(20)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    x, c = _data()
+    xn = x.clone()
+    xn[1, 3] = float("nan")
+    good = (x[:8], torch.zeros(8, dtype=torch.long))
+    for forget, msg in (([good, (xn[:8], good[1])], "non-finite"),
+                        ([good, (x[:8], torch.full((8,), 10))], "out of range")):
+        with pytest.raises(ValueError, match=msg):
+            SalUnDiffusion(model, schedule=sched, lr=1e-2).unlearn(forget, [(x[8:], c[8:])], max_steps=3)
+        assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    with pytest.raises(ValueError, match="retain"):
+        SalUnDiffusion(model, schedule=sched).unlearn([good], None, max_steps=3)
+
+
+def test_evaluation_counts_nonfinite_samples_apart(monkeypatch):
+    """A collapsed model's NaN samples are not 'forgotten': the judge's argmax of NaN is class 0, so
+    the old evaluation reported UA 0.0 for GA; now UA is NaN and `nonfinite` says why."""
+    import gradkit_salun.diffusion as D
+    import gradkit_salun.reproduce_diffusion as RD
+
+    calls = {"n": 0}
+
+    def nan_sample(model, sched, c, shape, **kw):
+        calls["n"] += 1
+        return torch.full((len(c), *shape), float("nan"))
+
+    monkeypatch.setattr(D, "sample", nan_sample)
+    monkeypatch.setattr(D, "train_ddpm", lambda model, *a, **k: model.eval())
+    monkeypatch.setattr(D.SalUnDiffusion, "unlearn", lambda self, *a, **k: self.model.eval())
+    res = RD.run(quick=True, progress=False)
+    for row in res.rows:
+        assert row["nonfinite"] == 1.0 and row["retain_acc"] == 0.0
+        assert row["UA"] != row["UA"]  # NaN
+    assert calls["n"] > 0

@@ -49,6 +49,4 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
     res.add_claim("SalUn's overhead over RL is the mask pass plus masking (ratio SalUn/RL < 2)",
                   times["SalUn"] / times["RL"] < 2.0, f"{times['SalUn'] / times['RL']:.2f}x")
     res.meta.update(repeats=repeats, threads=1, retrain_epochs=TRAIN_EPOCHS, unlearn_epochs=10)
-    if out:
-        res.save(out)
     return res

@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .unlearn import Mask, check_batch, check_data, check_nonempty, restore_masked, saliency_mask
+from .unlearn import (Mask, _rng_devices, check_batch, check_budget, check_data, check_finite, check_nonempty,
+                      check_seed, restore_masked, saliency_mask)
 
 
 class Schedule:
@@ -122,36 +123,52 @@ def sample(model: nn.Module, sched: Schedule, c: torch.Tensor, shape, *, guidanc
 
 
 class SalUnDiffusion:
-    """SalUn for a class-conditional ε-model ``model(x_t, t, c)`` (with ``model.num_classes``).
+    """SalUn for a class-conditional eps-model ``model(x_t, t, c)`` (with ``model.num_classes``).
 
-    ``unlearn(forget, retain, iterations=500)``: batches ``(x0, class)``; forget
-    batches hold the class(es) to forget.  ``ratio=1.0`` disables the mask
-    (random-label baseline); ``objective="ga"`` is gradient ascent on the forget ε-MSE.
+    ``unlearn(forget, retain=None, *, epochs=None, max_steps=None, seed=None)`` (the gradkit
+    unlearner convention): batches ``(x0, class)``; forget batches hold the class(es) to forget.
+    One step takes the next forget batch (and the next retain batch); an epoch is one pass over
+    the forget batches; the default budget is ``max_steps=500`` (the official 1000-iteration
+    budget scaled to the tiny model).  ``ratio=1.0`` disables the mask (random-label baseline);
+    ``objective="ga"`` is gradient ascent on the forget eps-MSE and uses no retain data.
+    ``last_run`` reports ``steps``, ``epochs`` and ``stopped_by``; NaN/inf images, classes outside
+    ``[0, num_classes)`` and a non-finite loss raise ``ValueError`` and leave the model as it was.
     """
 
     def __init__(self, model: nn.Module, *, schedule: Optional[Schedule] = None, ratio: float = 0.5,
-                 alpha: float = 1.0, lr: float = 1e-4, clip: float = 1.0, objective: str = "salun", seed: int = 0,
-                 mask: Optional[Mask] = None):
+                 alpha: float = 1.0, lr: float = 1e-4, clip: float = 1.0, objective: str = "salun",
+                 seed: Optional[int] = None, mask: Optional[Mask] = None, epochs: Optional[int] = None,
+                 max_steps: Optional[int] = None):
         if not isinstance(model, nn.Module) or not hasattr(model, "num_classes"):
             raise TypeError("SalUnDiffusion needs a class-conditional nn.Module eps-model with a num_classes "
                             "attribute, called as model(x_t, t, c)")
         if objective not in ("salun", "ga"):
             raise ValueError(f"objective must be 'salun' or 'ga', got {objective!r}")
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"ratio must be a fraction in [0, 1], got {ratio!r}")
         self.model, self.sched = model, schedule or Schedule()
-        self.ratio, self.alpha, self.lr, self.clip = float(ratio), float(alpha), float(lr), float(clip)
-        self.objective, self.seed, self.mask = objective, int(seed), mask
+        self.ratio = check_finite("ratio", ratio, high=1.0)
+        self.alpha = check_finite("alpha", alpha)
+        self.lr = check_finite("lr", lr, low_open=True)
+        self.clip = check_finite("clip", clip, low_open=True)
+        self.objective, self.seed, self.mask = objective, check_seed(seed), mask
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            max_steps = 500
+        self.epochs, self.max_steps = epochs, max_steps
+        self.last_run: Optional[dict] = None
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.objective == "salun" and self.alpha > 0
 
     def _mask(self, forget, gen) -> Mask:
         if self.ratio >= 1.0:
             return {n: torch.ones_like(p) for n, p in self.model.named_parameters()}
 
-        # gradient of the ε-MSE on D_f (fixed noise draws from a seeded generator)
+        # gradient of the eps-MSE on D_f (fixed noise draws from a seeded generator)
         params = dict(self.model.named_parameters())
         acc = {n: torch.zeros_like(p) for n, p in params.items()}
         for batch in forget:
-            x, c = check_batch(batch, "forget")
+            x, c = check_batch(batch, "forget", self.model.num_classes)
             loss = eps_loss(self.model, self.sched, x, c, gen)
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
             for n, g in zip(params, grads):
@@ -159,28 +176,66 @@ class SalUnDiffusion:
                     acc[n] += g
         return saliency_mask(self.model, None, ratio=self.ratio, gradients={n: g.abs() for n, g in acc.items()})
 
-    def unlearn(self, forget: Iterable, retain: Iterable, iterations: int = 500) -> nn.Module:
-        forget, retain = check_data(forget, "forget"), check_data(retain, "retain")
+    def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, epochs: Optional[int] = None,
+                max_steps: Optional[int] = None, seed: Optional[int] = None) -> nn.Module:
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            epochs, max_steps = self.epochs, self.max_steps
+        seed = check_seed(seed)
+        seed = self.seed if seed is None else seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        forget = check_data(forget, "forget")
+        if retain is not None:
+            retain = check_data(retain, "retain")
+        elif self.uses_retain:
+            raise ValueError("SalUn for diffusion trains on the retain set (alpha > 0): pass retain=... "
+                             "(or alpha=0 / objective='ga')")
         check_nonempty(forget, "forget")
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-        gen = torch.Generator().manual_seed(self.seed)
+        C = self.model.num_classes
+        with torch.random.fork_rng(devices=_rng_devices(self.model)):
+            torch.manual_seed(seed)
+            f_batches = [b for b in forget if len(check_batch(b, "forget", C)[0])]
+            r_batches = [b for b in retain if len(check_batch(b, "retain", C)[0])] if retain is not None else []
+            if self.uses_retain and not r_batches:
+                raise ValueError("the retain set is empty: SalUn for diffusion (alpha > 0) needs retain examples")
+            spe = len(f_batches)
+            total = epochs * spe if epochs is not None else max_steps
+            if max_steps is not None:
+                total = min(total, max_steps)
+            snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            mask0 = self.mask
+            try:
+                self._loop(f_batches, r_batches, total, seed)
+            except BaseException:
+                with torch.no_grad():
+                    self.model.load_state_dict(snapshot)
+                self.mask = mask0
+                raise
+        cut = max_steps is not None and total == max_steps and (epochs is None or max_steps < epochs * spe)
+        self.last_run = {"steps": total, "epochs": total / spe, "stopped_by": "max_steps" if cut else "epochs",
+                         "steps_per_epoch": spe, "seed": seed}
+        return self.model.eval()
+
+    def _loop(self, f_batches, r_batches, total: int, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
         if self.mask is None:
-            self.mask = self._mask(forget, gen)
+            self.mask = self._mask(f_batches, gen)
         theta0 = {n: p.detach().clone() for n, p in self.model.named_parameters()}
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        f_batches, r_batches = list(forget), list(retain)
         self.model.train()
         C = self.model.num_classes
-        for it in range(iterations):
-            xf, cf = check_batch(f_batches[it % len(f_batches)], "forget")
+        for it in range(total):
+            xf, cf = check_batch(f_batches[it % len(f_batches)], "forget", C)
             if self.objective == "ga":
                 loss = -eps_loss(self.model, self.sched, xf, cf, gen)
             else:
                 loss = salun_forget_loss(self.model, self.sched, xf, cf, gen, C)
-                if self.alpha > 0 and r_batches:
-                    xr, cr = check_batch(r_batches[it % len(r_batches)], "retain")
+                if self.alpha > 0:
+                    xr, cr = check_batch(r_batches[it % len(r_batches)], "retain", C)
                     loss = loss + self.alpha * eps_loss(self.model, self.sched, xr, cr, gen)
+            if not bool(torch.isfinite(loss.detach())):
+                raise ValueError(f"the unlearning loss became non-finite at step {it + 1}; lower lr (lr={self.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
@@ -189,4 +244,6 @@ class SalUnDiffusion:
                     p.grad.mul_(self.mask[n])
             opt.step()
             restore_masked(self.model, self.mask, theta0, opt)
-        return self.model.eval()
+        for n, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError(f"parameter {n} became non-finite during unlearning; lower lr (lr={self.lr})")

@@ -236,8 +236,6 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     res.add_note(f"learning rates: one grid for every method, per scenario, mean Avg.Gap over tuning seeds "
                  f"{[seed + t for t in TUNE_SEEDS]} (not reported); " + ("re-tuned in this run" if full else
                  "stored result of tune() (run with full=True to re-tune)"))
-    if out:
-        res.save(out)
     return res
 
 
@@ -252,15 +250,17 @@ def _ratio_sweep(res: Result, data, seed: int, lr: float, progress: bool) -> Non
     set_seed(seed)
     original = _train(_model(seed), xtr, ytr, seed=seed)
     (xf, yf), (xr, yr) = _split("random", xtr, ytr, seed)
-    F_, R_ = loader(xf, yf, 64, seed=seed), loader(xr, yr, 64, seed=seed)
+    # fresh loaders for every run: one shared pair of shuffling loaders would give each ratio a
+    # different batch order depending on how many runs came before it
+    fresh = lambda: (loader(xf, yf, 64, seed=seed), loader(xr, yr, 64, seed=seed))  # noqa: E731
     set_seed(seed)
     ref = unlearning_metrics(U.Retrain(_model(seed + 10_000), lr=TRAIN_LR, epochs=TRAIN_EPOCHS, seed=seed)
-                             .unlearn(F_, R_), (xf, yf), (xr, yr), (xte, yte), seed=seed)
+                             .unlearn(*fresh()), (xf, yf), (xr, yr), (xte, yte), seed=seed)
     ratios = [0.1, 0.3, 0.5, 0.7, 0.9, 1.0]
     gaps = []
     for r in ratios:
         set_seed(seed)
-        m = U.SalUn(copy.deepcopy(original), ratio=r, lr=lr, seed=seed).unlearn(F_, R_)
+        m = U.SalUn(copy.deepcopy(original), ratio=r, lr=lr, seed=seed).unlearn(*fresh())
         gaps.append(100 * avg_gap(unlearning_metrics(m, (xf, yf), (xr, yr), (xte, yte), seed=seed), ref))
     res.add_curve("SalUn Avg.Gap vs mask ratio (random, 1 seed)", "SalUn", ratios, gaps)
     res.meta["ratio_sweep"] = dict(zip(map(str, ratios), [round(g, 3) for g in gaps]))
