@@ -17,7 +17,7 @@ _TAGS = ["gradient-transform", "multi-task"]
 
 
 @hookimpl
-def gradkit_register_optimizers(register):
+def gradkit_register_transforms(register):
     register(
         "gcond",
         "gradkit_gcond.conductor:GradientConductor",

@@ -8,7 +8,7 @@ PAPER = dict(title="TrAct: Making First-layer Pre-Activations Trainable", arxiv=
 
 
 @hookimpl
-def gradkit_register_optimizers(register):
+def gradkit_register_transforms(register):
     register(
         "tract",
         "gradkit_tract.tract:TrAct",
