@@ -38,3 +38,9 @@ def probe():
 def probe_input():
     g = torch.Generator().manual_seed(3)
     return torch.rand(2, 12, 6, 6, generator=g)
+
+
+@pytest.fixture
+def make_probe():
+    """The :class:`ProbeNet` class, for tests that need other sizes."""
+    return ProbeNet

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from scipy.ndimage import gaussian_filter, uniform_filter
+from scipy.ndimage import gaussian_filter
 from sklearn.cluster import DBSCAN
 
 import gradkit_core as gk
@@ -109,7 +109,7 @@ def test_weights_raw_for_important_filtered_mean_per_cluster(probe, filt):
     w, _ = cam.channel_weights(grads, labels)
     np.testing.assert_allclose(w[:4], grads[:4].mean(axis=(1, 2)))  # important: raw gradient mean
     ref_filter = {
-        "gaussian": lambda g: gaussian_filter(g, 1.3, mode="reflect"),
+        "gaussian": lambda g: gaussian_filter(g, 1.3, mode="constant", cval=0.0),  # zero padding (official code)
         "bilateral": lambda g: bilateral_like_filter(g, 5.0, 0.1),
         "guided": guided_filter,
         "none": lambda g: g,
@@ -149,13 +149,30 @@ def test_bilateral_kernel_by_hand():
     np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
 
 
-def test_guided_filter_limits():
+def _box_clipped(a, r):
+    """Window sum over the part inside the map (zeros outside), divided by the full window size, by loops."""
+    h, w = a.shape
+    out = np.empty_like(a)
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = a[max(0, i - r) : i + r + 1, max(0, j - r) : j + r + 1].sum() / (2 * r + 1) ** 2
+    return out
+
+
+def test_guided_filter_by_hand_and_limits():
     g = np.random.default_rng(4).normal(size=(8, 8))
-    np.testing.assert_allclose(guided_filter(np.full((8, 8), 0.3)), 0.3)
-    # r = floor(sqrt(64)/4) = 2; a huge eps makes the filter the box mean of the box mean
-    box = lambda a: uniform_filter(a, size=5, mode="reflect")  # noqa: E731
-    np.testing.assert_allclose(guided_filter(g, eps=1e12), box(box(g)), atol=1e-8)
-    np.testing.assert_allclose(guided_filter(g, eps=0.0), g, atol=1e-8)
+    # a constant: eps = 0.1 Var = 0, a = 1, b = 0, so the output is box(1) * g (the border is discounted)
+    np.testing.assert_allclose(guided_filter(np.full((8, 8), 0.3)), 0.3 * _box_clipped(np.ones((8, 8)), 2))
+    # r = floor(sqrt(64)/4) = 2, eps = 0.1 Var(g): He et al.'s steps with zero-padded box means
+    r, e = 2, 0.1 * g.var()
+    mg = _box_clipped(g, r)
+    var = _box_clipped(g * g, r) - mg ** 2
+    a = var / (var + e)
+    b = mg - a * mg
+    np.testing.assert_allclose(guided_filter(g), _box_clipped(a, r) * g + _box_clipped(b, r), rtol=1e-10, atol=1e-12)
+    # a huge eps makes the filter the box mean of the box mean; eps = 0 makes it box(1) * g
+    np.testing.assert_allclose(guided_filter(g, eps=1e12), _box_clipped(_box_clipped(g, r), r), atol=1e-8)
+    np.testing.assert_allclose(guided_filter(g, eps=0.0), _box_clipped(np.ones((8, 8)), r) * g, atol=1e-8)
 
 
 # ---------------------------------------------------------------------- step 5 and the whole call
@@ -174,7 +191,7 @@ def test_explain_equals_hand_pipeline(probe, probe_input, norm):
         w[imp] = grads[imp].mean(axis=(1, 2))
         for cl in np.unique(labels[labels >= 0]):
             m = labels == cl
-            w[m] = gaussian_filter(grads[m].mean(0), 1.0, mode="reflect").mean()
+            w[m] = gaussian_filter(grads[m].mean(0), 1.0, mode="constant").mean()
         valid = labels != -1
         a = np.zeros(12)
         if norm == "softmax":

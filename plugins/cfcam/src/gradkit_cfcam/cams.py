@@ -6,23 +6,35 @@ Every explainer here follows gradkit's ``explainers`` contract::
         maps = cam(x, targets=None)        # (B, H, W) float in [0, 1], on x's device
 
 * ``target_layer`` is a submodule of ``model`` (the module itself or its dotted
-  name) whose output is a ``(B, K, h, w)`` activation tensor ``A``.
+  name) whose output is a ``(B, K, h, w)`` activation tensor ``A`` -- or a list of
+  such layers (pytorch-grad-cam's ``target_layers``: one map per layer, each
+  normalised to [0, 1] at input resolution, averaged, and the mean divided by its
+  maximum).  ``reshape_transform`` turns another layer output into ``(B, K, h, w)``
+  (e.g. :class:`TokenReshape` for ViT tokens ``(B, N, C)``); it is applied to the
+  activations and to their gradient, as in pytorch-grad-cam, and must only select
+  and reorder elements (indexing, reshape, permute).
 * Hooks live only for the duration of a call (installed and removed inside
   ``__call__``); leaving the context checks that none is left.
 * The raw gradient ``G = d y_c / d A`` of the target-class *logit* is taken with
-  :func:`torch.autograd.grad` with respect to a detached copy of ``A``, so no
-  parameter's ``.grad`` is touched, frozen models work, and in-place operations
-  after the layer are harmless.  The model is switched to ``eval()`` for the call
-  and every module's training flag is restored afterwards.
+  :func:`torch.autograd.grad` with respect to a zero tensor added to the layer's
+  output, so no parameter's ``.grad`` is touched, frozen models work, in-place
+  operations after the layer are harmless, and nested target layers each get
+  their full gradient.  The model is switched to ``eval()`` for the call and every
+  module's training flag is restored afterwards.
 * ``grad_noise=s`` adds ``s * std(G_b) * N(0, 1)`` to each sample's raw gradient
   right where it is obtained, before any method-specific processing, so gradient
   robustness is measured the same way for every method (the official CF-CAM
   robustness test adds its noise after CF-CAM's weights were computed, which
   cannot move CF-CAM's map).
+* Bad input is a clear error, never a silent all-zero map: NaN/inf in ``x``, in
+  the model's logits, in the layer's activations or gradients, a target layer the
+  logits do not depend on (for every method, Score-CAM and Ablation-CAM included),
+  a layer that runs more than once per forward, classes out of range.
 
 A new CAM subclasses :class:`BaseCAM` and overrides :meth:`BaseCAM.cam_weights`
-(``(B, K)`` channel weights); the base class forms ``ReLU(sum_k w_k A_k)``,
-upsamples it bilinearly to the input and divides each map by its maximum.
+(``(B, K)`` channel weights of one target layer); the base class forms
+``ReLU(sum_k w_k A_k)``, upsamples it bilinearly to the input and divides each map
+by its maximum.
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -38,22 +50,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 Targets = Union[None, int, Sequence[int], torch.Tensor]
+LayerSpec = Union[nn.Module, str]
 
 
 @dataclass
 class CAMResult:
-    """Everything an explainer computed for one batch."""
+    """Everything an explainer computed for one batch.
+
+    With one target layer ``raw``, ``weights``, ``activations`` are tensors and
+    ``extras`` a dict; with a list of target layers each is a list (one entry per
+    layer, in the given order) and ``layer_maps`` holds the per-layer maps.
+    """
 
     cam: torch.Tensor          #: (B, H, W) maps in [0, 1] at input resolution
-    raw: torch.Tensor          #: (B, h, w) ReLU(sum_k w_k A_k) at layer resolution, not normalised
+    raw: Any                   #: (B, h, w) ReLU(sum_k w_k A_k) at layer resolution, not normalised
     targets: torch.Tensor      #: (B,) explained classes
     logits: torch.Tensor       #: (B, C) model output on the clean input
-    weights: torch.Tensor      #: (B, K) channel weights (0 for discarded channels)
-    activations: torch.Tensor  #: (B, K, h, w) target-layer activations
-    extras: Dict[str, Any] = field(default_factory=dict)  #: method-specific details (CF-CAM: cluster labels, ...)
+    weights: Any               #: (B, K) channel weights (0 for discarded channels)
+    activations: Any           #: (B, K, h, w) target-layer activations (after reshape_transform)
+    extras: Any = field(default_factory=dict)  #: method-specific details (CF-CAM: cluster labels, ...)
+    layer_maps: Optional[torch.Tensor] = None  #: (B, L, H, W) per-layer maps in [0, 1] (list of layers only)
 
 
-def resolve_layer(model: nn.Module, target_layer: Union[nn.Module, str]) -> nn.Module:
+def resolve_layer(model: nn.Module, target_layer: LayerSpec) -> nn.Module:
     """The target submodule of ``model``, or a clear error."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -68,7 +87,8 @@ def resolve_layer(model: nn.Module, target_layer: Union[nn.Module, str]) -> nn.M
             ) from None
     if not isinstance(target_layer, nn.Module):
         raise TypeError(
-            f"target_layer must be an nn.Module inside the model or its dotted name, got {type(target_layer).__name__}"
+            f"target_layer must be an nn.Module inside the model, its dotted name, or a list of those, "
+            f"got {type(target_layer).__name__}"
         )
     if not any(m is target_layer for m in model.modules()):
         raise ValueError(
@@ -76,6 +96,21 @@ def resolve_layer(model: nn.Module, target_layer: Union[nn.Module, str]) -> nn.M
             f"{type(model).__name__}; pass a module from model.modules() (e.g. the last conv block) or its name"
         )
     return target_layer
+
+
+def resolve_layers(model: nn.Module, target_layer: Any) -> List[nn.Module]:
+    """One layer or a non-empty list/tuple of distinct layers, resolved with :func:`resolve_layer`."""
+    if isinstance(target_layer, (list, tuple)):
+        if len(target_layer) == 0:
+            raise ValueError("target_layer is an empty list; pass at least one layer")
+        layers = [resolve_layer(model, t) for t in target_layer]
+        for i, a in enumerate(layers):
+            for j in range(i):
+                if layers[j] is a:
+                    raise ValueError(f"target layers {j} and {i} are the same module {type(a).__name__}; "
+                                     "list each layer once")
+        return layers
+    return [resolve_layer(model, target_layer)]
 
 
 def _logits_of(output: Any) -> torch.Tensor:
@@ -93,27 +128,123 @@ def _logits_of(output: Any) -> torch.Tensor:
     return logits
 
 
+def _check_finite(t: torch.Tensor, what: str, hint: str = "") -> None:
+    """ValueError naming ``what`` and the first offending sample when ``t`` (batch first) has NaN/inf."""
+    bad = ~torch.isfinite(t.detach())
+    if bool(bad.any()):
+        per = bad.flatten(1).any(1) if bad.dim() > 1 else bad
+        idx = torch.nonzero(per).flatten().tolist()
+        kinds = []
+        if bool(torch.isnan(t.detach()).any()):
+            kinds.append("NaN")
+        if bool(torch.isinf(t.detach()).any()):
+            kinds.append("inf")
+        raise ValueError(f"{what} contains {' and '.join(kinds)} ({int(bad.sum())} value(s), in sample(s) "
+                         f"{idx[:10]}){hint}")
+
+
+def _divide_by_max(m: torch.Tensor) -> torch.Tensor:
+    mx = m.flatten(1).amax(1).view(-1, *([1] * (m.dim() - 1)))
+    return torch.where(mx > 0, m / mx.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(m)).clamp(0, 1)
+
+
 def normalize_maps(raw: torch.Tensor, size) -> torch.Tensor:
     """Upsample (B, h, w) maps bilinearly to ``size`` and divide each by its maximum (zero maps stay zero)."""
     up = F.interpolate(raw[:, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    up = up.clamp_min(0)
-    mx = up.flatten(1).amax(1).view(-1, 1, 1)
-    return torch.where(mx > 0, up / mx.clamp_min(torch.finfo(up.dtype).tiny), torch.zeros_like(up)).clamp(0, 1)
+    return _divide_by_max(up.clamp_min(0))
+
+
+def aggregate_layer_maps(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """pytorch-grad-cam's multi-layer aggregation: mean of the per-layer maps (each already in [0, 1] at
+    input resolution), divided by its maximum."""
+    if len(maps) == 1:
+        return maps[0]
+    return _divide_by_max(torch.stack(list(maps), 1).clamp_min(0).mean(1))
+
+
+class TokenReshape:
+    """A ``reshape_transform`` for ViT-style token outputs ``(B, N, C)`` (pytorch-grad-cam's recipe):
+    drop the first ``prefix_tokens`` tokens (the CLS token) and lay the remaining ``h * w`` tokens out as
+    ``(B, C, h, w)``; ``h = w = sqrt(N - prefix_tokens)`` unless given."""
+
+    def __init__(self, height: Optional[int] = None, width: Optional[int] = None, prefix_tokens: int = 1):
+        for nm, v in (("height", height), ("width", width)):
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{nm} must be a positive int or None, got {v!r}")
+        if not isinstance(prefix_tokens, int) or prefix_tokens < 0:
+            raise ValueError(f"prefix_tokens must be an int >= 0, got {prefix_tokens!r}")
+        self.height, self.width, self.prefix_tokens = height, width, prefix_tokens
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, torch.Tensor) or t.dim() != 3:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"TokenReshape expects token outputs (B, N, C), got {shape}")
+        b, n, c = t.shape
+        m = n - self.prefix_tokens
+        h, w = self.height, self.width
+        if h is None and w is None:
+            h = w = int(round(math.sqrt(max(m, 0))))
+        elif h is None:
+            h = m // w
+        elif w is None:
+            w = m // h
+        if m <= 0 or h * w != m:
+            raise ValueError(f"cannot lay out {n} tokens minus {self.prefix_tokens} prefix token(s) = {m} as a "
+                             f"{h} x {w} grid; pass height=/width= or the right prefix_tokens")
+        return t[:, self.prefix_tokens:, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+    def __repr__(self) -> str:
+        return f"TokenReshape(height={self.height}, width={self.width}, prefix_tokens={self.prefix_tokens})"
+
+
+def _reached_leaves(root: torch.Tensor, leaves: Sequence[torch.Tensor]) -> set:
+    """ids of the ``leaves`` that ``root`` depends on through its autograd graph (no arithmetic)."""
+    want = {id(t) for t in leaves}
+    found: set = set()
+    if root.grad_fn is None:
+        return found
+    stack, seen = [root.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        var = getattr(fn, "variable", None)
+        if var is not None and id(var) in want:
+            found.add(id(var))
+        stack.extend(nf for nf, _ in fn.next_functions if nf is not None)
+    return found
 
 
 class BaseCAM(abc.ABC):
-    """Shared machinery of the CAM explainers (hooks, targets, gradient, noise, output)."""
+    """Shared machinery of the CAM explainers (hooks, targets, gradient, noise, checks, output)."""
 
     #: whether :meth:`cam_weights` needs the raw gradient G (False: gradient-free method)
     uses_gradients: bool = True
 
-    def __init__(self, model: nn.Module, target_layer: Union[nn.Module, str], *, batch_size: int = 64):
+    def __init__(self, model: nn.Module, target_layer: Any = None, *, target_layers: Any = None,
+                 reshape_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, batch_size: int = 64):
+        if target_layer is not None and target_layers is not None:
+            raise TypeError("pass the layers once: target_layer=... or target_layers=..., not both")
+        spec = target_layers if target_layers is not None else target_layer
+        if spec is None:
+            raise TypeError("an explainer needs target_layer= (a submodule of the model, its dotted name, "
+                            "or a list of them)")
         self.model = model
-        self.target_layer = resolve_layer(model, target_layer)
-        if not isinstance(batch_size, int) or batch_size < 1:
+        self.target_layers: List[nn.Module] = resolve_layers(model, spec)
+        self.target_layer = self.target_layers[0]
+        self.multi_layer = isinstance(spec, (list, tuple))
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError(f"reshape_transform must be callable (tensor -> (B, K, h, w) tensor) or None, "
+                            f"got {type(reshape_transform).__name__}")
+        self.reshape_transform = reshape_transform
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
         self._handles: list = []
+        self._cache: Dict[str, Any] = {}
+        self._grad_noise = 0.0
+        self._generator: Optional[torch.Generator] = None
 
     # ------------------------------------------------------------------ context manager
     def __enter__(self) -> "BaseCAM":
@@ -128,7 +259,8 @@ class BaseCAM(abc.ABC):
             self._handles.pop().remove()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(target_layer={type(self.target_layer).__name__})"
+        names = ", ".join(type(m).__name__ for m in self.target_layers)
+        return f"{type(self).__name__}(target_layer={names})"
 
     # ------------------------------------------------------------------ public API
     def __call__(self, x: torch.Tensor, targets: Targets = None, *, grad_noise: float = 0.0,
@@ -140,80 +272,177 @@ class BaseCAM(abc.ABC):
                 generator: Optional[torch.Generator] = None) -> CAMResult:
         """Like ``__call__`` but returns a :class:`CAMResult` with weights, raw maps and extras."""
         x = self._check_input(x)
-        if not (isinstance(grad_noise, (int, float)) and math.isfinite(grad_noise) and grad_noise >= 0):
+        if isinstance(grad_noise, bool) or not (isinstance(grad_noise, (int, float)) and math.isfinite(grad_noise)
+                                                and grad_noise >= 0):
             raise ValueError(f"grad_noise must be a finite float >= 0 (a multiple of the gradient std), got {grad_noise!r}")
         self._grad_noise = float(grad_noise)
         self._generator = generator
+        self._cache = {}
         was_training = [m for m in self.model.modules() if m.training]
         if was_training:
             self.model.eval()
         try:
             acts, logits, grads, targets_t = self._forward_backward(x, targets)
-            extras: Dict[str, Any] = {}
-            weights = self.cam_weights(x=x, activations=acts, gradients=grads, targets=targets_t,
-                                       logits=logits, extras=extras)
-            raw = torch.relu(torch.einsum("bk,bkhw->bhw", weights.to(acts.dtype), acts))
-            cam = normalize_maps(raw, x.shape[-2:]).to(x.dtype)
+            raws, weights_l, extras_l, maps = [], [], [], []
+            for i, a in enumerate(acts):
+                extras: Dict[str, Any] = {}
+                w = self.cam_weights(x=x, activations=a, gradients=None if grads is None else grads[i],
+                                     targets=targets_t, logits=logits, extras=extras, layer=i)
+                w = w.to(device=a.device, dtype=a.dtype)
+                _check_finite(w, f"{type(self).__name__}'s channel weights at {self._layer_name(i)}")
+                raw = torch.relu(torch.einsum("bk,bkhw->bhw", w, a))
+                raws.append(raw)
+                weights_l.append(w)
+                extras_l.append(extras)
+                maps.append(normalize_maps(raw, x.shape[-2:]).to(x.dtype))
+            cam = aggregate_layer_maps(maps)
         finally:
             self.close()
             for m in was_training:
                 m.training = True
             self._generator = None
-        return CAMResult(cam=cam, raw=raw, targets=targets_t, logits=logits, weights=weights,
-                         activations=acts, extras=extras)
+            self._cache = {}
+        if not self.multi_layer:
+            return CAMResult(cam=cam, raw=raws[0], targets=targets_t, logits=logits, weights=weights_l[0],
+                             activations=acts[0], extras=extras_l[0])
+        return CAMResult(cam=cam, raw=raws, targets=targets_t, logits=logits, weights=weights_l,
+                         activations=list(acts), extras=extras_l, layer_maps=torch.stack(maps, 1))
 
     # ------------------------------------------------------------------ to override
     @abc.abstractmethod
     def cam_weights(self, *, x: torch.Tensor, activations: torch.Tensor, gradients: Optional[torch.Tensor],
-                    targets: torch.Tensor, logits: torch.Tensor, extras: Dict[str, Any]) -> torch.Tensor:
-        """Channel weights ``(B, K)`` from the clean-input activations ``(B, K, h, w)`` and, when
-        :attr:`uses_gradients`, the raw (possibly noised) gradient of the target logits."""
+                    targets: torch.Tensor, logits: torch.Tensor, extras: Dict[str, Any], layer: int) -> torch.Tensor:
+        """Channel weights ``(B, K)`` of target layer number ``layer`` from its clean-input activations
+        ``(B, K, h, w)`` and, when :attr:`uses_gradients`, the raw (possibly noised) gradient of the target
+        logits with respect to them."""
 
     # ------------------------------------------------------------------ helpers for subclasses
-    def forward_with_layer(self, x: torch.Tensor, *, need_grad: bool, modify=None):
-        """Run the model; return ``(activations, logits)``.
+    def _layer_name(self, i: int) -> str:
+        name = next((n for n, m in self.model.named_modules() if m is self.target_layers[i]), "?")
+        return f"target layer {name or '<model>'} ({type(self.target_layers[i]).__name__})"
 
-        With ``need_grad`` the activations are a leaf that requires grad (the
-        graph after the layer hangs on it).  ``modify(A) -> A'`` replaces the
-        layer's output (used by Ablation-CAM).
+    def model_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for ``x`` (no hooks), checked to be finite."""
+        logits = _logits_of(self.model(x))
+        _check_finite(logits, "the model's output (logits)", "; an explainer cannot explain a non-finite prediction")
+        return logits
+
+    def to_bkhw(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """Apply ``reshape_transform`` (if any) and check the result is ``(B, K, h, w)``."""
+        out = self.reshape_transform(t) if self.reshape_transform is not None else t
+        if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[0] != t.shape[0]:
+            got = tuple(t.shape)
+            if self.reshape_transform is None:
+                hint = ("; for token outputs (B, N, C) pass reshape_transform=TokenReshape() "
+                        "(gradkit_cfcam.cams) or your own function returning (B, C, h, w)") if t.dim() == 3 else ""
+                raise ValueError(f"{self._layer_name(i)} must output a (B, K, h, w) tensor, got {got}{hint}")
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"reshape_transform must map the output {got} of {self._layer_name(i)} to "
+                             f"(B, K, h, w) with the same batch size, got {shape}")
+        return out
+
+    def _modify_raw(self, raw: torch.Tensor, modify: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Apply ``modify`` (defined on ``(B, K, h, w)`` activations) to a layer output in its own layout:
+        without ``reshape_transform`` directly, otherwise through the transform's adjoint (exact for
+        transforms that only select and reorder elements)."""
+        if self.reshape_transform is None:
+            return modify(raw)
+        with torch.enable_grad():
+            r = raw.detach().requires_grad_(True)
+            a = self.reshape_transform(r)
+            delta = modify(a.detach()) - a.detach()
+            (back,) = torch.autograd.grad(a, r, grad_outputs=delta)
+        return raw.detach() + back
+
+    def forward_with_layers(self, x: torch.Tensor, *, need_grad: bool, modify=None, modify_layer: int = 0):
+        """Run the model once with every target layer hooked; return ``(acts, leaves, logits)``.
+
+        ``acts[i]`` is layer ``i``'s output after ``reshape_transform`` (detached, ``(B, K, h, w)``).
+        With ``need_grad`` the layer output gets a zero tensor ``leaves[i]`` that requires grad added to
+        it, so ``d logits / d leaves[i]`` is the gradient with respect to the layer's output.
+        ``modify(A) -> A'`` replaces the output of layer ``modify_layer`` (used by Ablation-CAM).
         """
-        store: Dict[str, torch.Tensor] = {}
+        n = len(self.target_layers)
+        raws: List[Optional[torch.Tensor]] = [None] * n
+        leaves: List[Optional[torch.Tensor]] = [None] * n
+        calls = [0] * n
 
-        def hook(module, inputs, output):
-            if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-                raise ValueError(f"target layer {type(module).__name__} must output a (B, K, h, w) tensor, got {shape}")
-            a = output.detach().clone()
-            if need_grad:
-                a.requires_grad_(True)
-            store["A"] = a
-            out = a if modify is None else modify(a)
-            return out.clone()
+        def make_hook(i):
+            def hook(module, inputs, output):
+                calls[i] += 1
+                if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                    kind = f"a {output.dtype} tensor" if isinstance(output, torch.Tensor) else type(output).__name__
+                    raise ValueError(f"{self._layer_name(i)} must output a floating-point tensor, got {kind}")
+                raws[i] = output.detach().clone()
+                out = output
+                if modify is not None and i == modify_layer:
+                    out = self._modify_raw(output.detach(), modify)
+                if need_grad:
+                    z = torch.zeros_like(output, requires_grad=True)
+                    leaves[i] = z
+                    out = out + z
+                return out if out is not output else None
+            return hook
 
-        handle = self.target_layer.register_forward_hook(hook)
-        self._handles.append(handle)
+        handles = []
         try:
+            for i, layer in enumerate(self.target_layers):
+                h = layer.register_forward_hook(make_hook(i))
+                handles.append(h)
+                self._handles.append(h)
             with torch.set_grad_enabled(need_grad):
                 logits = _logits_of(self.model(x))
         finally:
-            handle.remove()
-            self._handles.remove(handle)
-        if "A" not in store:
-            raise ValueError(f"target layer {type(self.target_layer).__name__} was not called by the model's forward")
-        return store["A"], logits
+            for h in handles:
+                h.remove()
+                if h in self._handles:
+                    self._handles.remove(h)
+        for i in range(n):
+            if calls[i] == 0:
+                raise ValueError(f"{self._layer_name(i)} was not called by the model's forward; pick a layer "
+                                 "the forward pass runs")
+            if calls[i] > 1:
+                raise ValueError(f"{self._layer_name(i)} ran {calls[i]} times in one forward pass (a module "
+                                 "reused at several places); its activations are ambiguous: pick a module that "
+                                 "runs once, or give each use its own module")
+        _check_finite(logits, "the model's output (logits)", "; an explainer cannot explain a non-finite prediction")
+        acts = []
+        for i in range(n):
+            a = self.to_bkhw(raws[i], i).detach()
+            _check_finite(a, f"the activations of {self._layer_name(i)}")
+            acts.append(a)
+        return acts, leaves, logits
 
-    def gradient_of(self, acts: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Raw gradient ``d y_c / d A`` per sample, with the call's gradient noise added."""
+    def gradients_of(self, leaves: Sequence[torch.Tensor], logits: torch.Tensor,
+                     targets: torch.Tensor) -> List[torch.Tensor]:
+        """Raw gradient ``d y_c / d A`` of every target layer, per sample, with the call's gradient noise."""
         score = logits.gather(1, targets.view(-1, 1)).sum()
-        (grads,) = torch.autograd.grad(score, acts, allow_unused=True)
-        if grads is None:
-            raise ValueError("the model's logits do not depend on the target layer's output; pick a layer on the path to the logits")
-        grads = grads.detach()
-        if self._grad_noise > 0:
-            std = grads.flatten(1).std(1).view(-1, 1, 1, 1)
-            noise = torch.randn(grads.shape, generator=self._generator, dtype=grads.dtype, device="cpu").to(grads.device)
-            grads = grads + self._grad_noise * std * noise
-        return grads
+        if not score.requires_grad:
+            grads: Sequence[Optional[torch.Tensor]] = [None] * len(leaves)
+        else:
+            grads = torch.autograd.grad(score, list(leaves), allow_unused=True)
+        out = []
+        for i, g in enumerate(grads):
+            if g is None:
+                raise ValueError(f"the model's logits do not depend on {self._layer_name(i)}; pick a layer on "
+                                 "the path to the logits")
+            g = self.to_bkhw(g.detach(), i)
+            _check_finite(g, f"the gradient of the target logits at {self._layer_name(i)}")
+            if self._grad_noise > 0:
+                std = g.flatten(1).std(1).view(-1, 1, 1, 1)
+                noise = torch.randn(g.shape, generator=self._generator, dtype=g.dtype, device="cpu").to(g.device)
+                g = g + self._grad_noise * std * noise
+            out.append(g)
+        return out
+
+    def check_on_path(self, leaves: Sequence[torch.Tensor], logits: torch.Tensor) -> None:
+        """ValueError if the logits do not depend on some target layer (found in the autograd graph)."""
+        found = _reached_leaves(logits, leaves)
+        for i, z in enumerate(leaves):
+            if id(z) not in found:
+                raise ValueError(f"the model's logits do not depend on {self._layer_name(i)}; pick a layer on "
+                                 f"the path to the logits ({type(self).__name__} would otherwise return maps of "
+                                 "a layer the prediction never sees)")
 
     # ------------------------------------------------------------------ internals
     @staticmethod
@@ -226,6 +455,7 @@ class BaseCAM(abc.ABC):
             raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch")
+        _check_finite(x, "the input x", "; explainers need finite inputs (replace or drop those samples)")
         return x.detach()
 
     @staticmethod
@@ -244,6 +474,9 @@ class BaseCAM(abc.ABC):
                 raise TypeError(f"targets must be None, an int, or a sequence/tensor of ints, got {targets!r}") from exc
             if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
                 raise TypeError(f"targets must be integer class indices, got dtype {t.dtype}")
+            if t.dim() > 1:
+                raise ValueError(f"targets must be one class per input (a 1-D sequence or tensor), got shape "
+                                 f"{tuple(t.shape)}")
             t = t.long().reshape(-1)
             if t.numel() == 1 and b > 1:
                 t = t.expand(b).clone()
@@ -255,10 +488,14 @@ class BaseCAM(abc.ABC):
         return t.to(logits.device)
 
     def _forward_backward(self, x: torch.Tensor, targets: Targets):
-        acts, logits = self.forward_with_layer(x, need_grad=self.uses_gradients)
+        acts, leaves, logits = self.forward_with_layers(x, need_grad=True)
         targets_t = self.resolve_targets(targets, logits)
-        grads = self.gradient_of(acts, logits, targets_t) if self.uses_gradients else None
-        return acts.detach(), logits.detach(), grads, targets_t
+        if self.uses_gradients:
+            grads = self.gradients_of(leaves, logits, targets_t)
+        else:
+            self.check_on_path(leaves, logits)
+            grads = None
+        return acts, logits.detach(), grads, targets_t
 
 
 # ====================================================================== gradient-based CAMs
@@ -289,29 +526,41 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     ``n_samples`` inputs perturbed by Gaussian noise of std ``sigma * (max(x_b) - min(x_b))``.
 
     The noise is drawn from a generator seeded with ``seed`` on every call, so
-    the maps are deterministic.
+    the maps are deterministic.  With several target layers one set of noisy
+    passes serves all of them.
     """
 
-    def __init__(self, model, target_layer, *, n_samples: int = 10, sigma: float = 0.1, seed: int = 0,
-                 batch_size: int = 64):
-        super().__init__(model, target_layer, batch_size=batch_size)
-        if not isinstance(n_samples, int) or n_samples < 1:
+    def __init__(self, model, target_layer=None, *, n_samples: int = 10, sigma: float = 0.1, seed: int = 0,
+                 target_layers=None, reshape_transform=None, batch_size: int = 64):
+        super().__init__(model, target_layer, target_layers=target_layers, reshape_transform=reshape_transform,
+                         batch_size=batch_size)
+        if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-        if not sigma >= 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma must be a finite float >= 0, got {sigma!r}")
         self.n_samples, self.sigma, self.seed = n_samples, float(sigma), int(seed)
 
-    def cam_weights(self, *, x, activations, targets, **_):
+    def _moments(self, x, targets):
         gen = torch.Generator().manual_seed(self.seed)
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
-        g1 = g2 = g3 = 0.0
+        sums = None
         for _ in range(self.n_samples):
             noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-            acts_n, logits_n = self.forward_with_layer(x + self.sigma * span * noise, need_grad=True)
-            g = self.gradient_of(acts_n, logits_n, targets)
-            g1, g2, g3 = g1 + g, g2 + g ** 2, g3 + g ** 3
+            _, leaves, logits_n = self.forward_with_layers(x + self.sigma * span * noise, need_grad=True)
+            grads = self.gradients_of(leaves, logits_n, targets)
+            if sums is None:
+                sums = [[g, g ** 2, g ** 3] for g in grads]
+            else:
+                for s, g in zip(sums, grads):
+                    s[0], s[1], s[2] = s[0] + g, s[1] + g ** 2, s[2] + g ** 3
         n = float(self.n_samples)
-        return _gradcampp_weights(activations, g1 / n, g2 / n, g3 / n)
+        return [[m / n for m in s] for s in sums]
+
+    def cam_weights(self, *, x, activations, targets, layer, **_):
+        if "moments" not in self._cache:
+            self._cache["moments"] = self._moments(x, targets)
+        g1, g2, g3 = self._cache["moments"][layer]
+        return _gradcampp_weights(activations, g1, g2, g3)
 
 
 # ====================================================================== gradient-free CAMs
@@ -334,7 +583,7 @@ class ScoreCAM(BaseCAM):
         for i in range(b):
             masked = x[i : i + 1] * masks[i][:, None]  # (K, C, H, W)
             for s in range(0, k, self.batch_size):
-                probs = F.softmax(_logits_of(self.model(masked[s : s + self.batch_size])), dim=1)
+                probs = F.softmax(self.model_logits(masked[s : s + self.batch_size]), dim=1)
                 weights[i, s : s + self.batch_size] = probs[:, targets[i]]
         return weights
 
@@ -346,7 +595,7 @@ class AblationCAM(BaseCAM):
     uses_gradients = False
 
     @torch.no_grad()
-    def cam_weights(self, *, x, activations, targets, logits, **_):
+    def cam_weights(self, *, x, activations, targets, logits, layer, **_):
         b, k = activations.shape[:2]
         weights = torch.empty(b, k, dtype=x.dtype, device=x.device)
         for i in range(b):
@@ -361,7 +610,7 @@ class AblationCAM(BaseCAM):
                     return a
 
                 xb = x[i : i + 1].expand(n, *x.shape[1:])
-                _, lg = self.forward_with_layer(xb, need_grad=False, modify=ablate)
+                _, _, lg = self.forward_with_layers(xb, need_grad=False, modify=ablate, modify_layer=layer)
                 yk = lg[:, targets[i]]
                 denom = y if y.abs() > 1e-12 else y.new_tensor(1e-12)
                 weights[i, s : s + n] = (y - yk) / denom
@@ -405,10 +654,21 @@ def dbscan_parameters(feats: np.ndarray, eps_percentile: float = 25.0, min_sampl
 
 
 def gaussian_filter2d(g: np.ndarray, sigma: float) -> np.ndarray:
-    """The paper's filter: a 2-D Gaussian (scipy.ndimage, reflect boundary, truncate 4 sigma)."""
+    """The paper's filter: a 2-D Gaussian (scipy.ndimage, truncated at 4 sigma) with a **zero-padded**
+    boundary, the boundary handling of the official ``cfcam.py`` (its kernel is applied by
+    ``F.conv2d(..., padding='same')``, which pads with zeros).
+
+    CF-CAM uses only the spatial mean of the filtered gradient.  A Gaussian with a sum-preserving
+    boundary (reflect, wrap) leaves that mean exactly unchanged, so the filter would have no effect on
+    the weights.  With zero padding the mean becomes a centre-weighted mean of ``g``::
+
+        mean(gaussian_filter2d(g)) = mean(g * c),   c = gaussian_filter2d(ones)   (kernel mass inside the map)
+
+    (the kernel is symmetric, so the filter is its own adjoint); ``c < 1`` near the border.
+    """
     from scipy.ndimage import gaussian_filter
 
-    return gaussian_filter(g, sigma=sigma, mode="reflect")
+    return gaussian_filter(np.asarray(g, dtype=np.float64), sigma=sigma, mode="constant", cval=0.0)
 
 
 def bilateral_like_filter(g: np.ndarray, sigma_spatial: float = 5.0, sigma_range: float = 0.1) -> np.ndarray:
@@ -428,21 +688,34 @@ def bilateral_like_filter(g: np.ndarray, sigma_spatial: float = 5.0, sigma_range
     return F.conv2d(t, k)[0, 0].numpy()
 
 
-def guided_filter(g: np.ndarray, radius: Optional[int] = None, eps: Optional[float] = None) -> np.ndarray:
-    """Self-guided Guided Filter (He et al.) as in the repository's ``ver6.py``:
-    ``r = floor(sqrt(hw) / 4)`` (at least 1), ``eps = 0.1 * Var(g)``, box means via scipy."""
+def _box_mean(a: np.ndarray, size: int) -> np.ndarray:
+    """``size x size`` box mean with a zero-padded border (sum over the window, zeros outside the map,
+    divided by ``size**2``): the boundary handling of the official ``cfcam.py``."""
     from scipy.ndimage import uniform_filter
 
+    return uniform_filter(a, size=size, mode="constant", cval=0.0)
+
+
+def guided_filter(g: np.ndarray, radius: Optional[int] = None, eps: Optional[float] = None) -> np.ndarray:
+    """Self-guided Guided Filter (He, Sun, Tang) with the parameters of the repository's ``ver6.py``:
+    ``r = floor(sqrt(hw) / 4)`` (at least 1), ``eps = 0.1 * Var(g)``; box means with a zero-padded
+    border, as the official ``cfcam.py`` pads its filter.
+
+    ``ver6.py`` calls OpenCV's ``guidedFilter``, whose box means use a reflected border; that filter
+    preserves the spatial mean exactly (the reflected box filter is symmetric and doubly stochastic), so
+    it cannot change a CF-CAM weight, and with He et al.'s clipped-window means the weight moves by about
+    1e-4 of the gradient's scale.  With zero padding the border is discounted, as for the Gaussian.
+    """
+    g = np.asarray(g, dtype=np.float64)
     h, w = g.shape
     r = max(1, int(math.sqrt(h * w) / 4)) if radius is None else int(radius)
     e = 0.1 * float(np.var(g)) if eps is None else float(eps)
     size = 2 * r + 1
-    box = lambda a: uniform_filter(a, size=size, mode="reflect")  # noqa: E731
-    mean_g = box(g)
-    var_g = box(g * g) - mean_g ** 2
+    mean_g = _box_mean(g, size)
+    var_g = np.maximum(_box_mean(g * g, size) - mean_g ** 2, 0.0)
     a = var_g / (var_g + e) if e > 0 else np.ones_like(g)
     b = mean_g - a * mean_g
-    return box(a) * g + box(b)
+    return _box_mean(a, size) * g + _box_mean(b, size)
 
 
 FILTERS = ("gaussian", "bilateral", "guided", "none")
@@ -459,18 +732,22 @@ class CFCAM(BaseCAM):
     4. for every cluster ``C``: ``w_k = mean_ij Filter(mean_{k in C} G_k)`` for ``k`` in ``C``;
     5. ``alpha = softmax(w_V)`` over the valid channels ``V`` (``weight_norm``), CAM = ReLU(sum alpha_k A_k).
 
-    ``filter``: ``"gaussian"`` (paper; ``sigma`` is a gradkit default, the paper gives none),
-    ``"bilateral"`` (the official code's kernel), ``"guided"`` (``ver6.py``), ``"none"``.
+    ``filter``: ``"gaussian"`` (paper; zero-padded boundary as in the official code, so that the
+    weight is a centre-weighted mean of the cluster gradient; ``sigma`` is a gradkit default, the paper
+    gives none), ``"bilateral"`` (the official code's kernel), ``"guided"`` (``ver6.py``'s parameters,
+    zero-padded box means), ``"none"``.  A filter can change a weight only through its boundary:
+    the weight is the spatial mean of the filtered gradient, which any sum-preserving filter keeps.
     ``weight_norm``: ``"softmax"`` (paper), ``"relu"`` (ReLU then divide by the sum) or ``"none"``.
     ``extras`` of :meth:`explain` holds per-sample ``labels`` (-2 important, -1 noise, >= 0 cluster),
     ``eps``, ``min_samples`` and ``valid`` masks.
     """
 
-    def __init__(self, model, target_layer, *, importance_percentile: float = 75.0, eps_percentile: float = 25.0,
+    def __init__(self, model, target_layer=None, *, importance_percentile: float = 75.0, eps_percentile: float = 25.0,
                  min_samples_frac: float = 0.05, min_samples_floor: int = 2, filter: str = "gaussian",  # noqa: A002
                  sigma: float = 1.0, sigma_spatial: float = 5.0, sigma_range: float = 0.1,
-                 weight_norm: str = "softmax", batch_size: int = 64):
-        super().__init__(model, target_layer, batch_size=batch_size)
+                 weight_norm: str = "softmax", target_layers=None, reshape_transform=None, batch_size: int = 64):
+        super().__init__(model, target_layer, target_layers=target_layers, reshape_transform=reshape_transform,
+                         batch_size=batch_size)
         if filter not in FILTERS:
             raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
         if weight_norm not in WEIGHT_NORMS:
@@ -483,8 +760,8 @@ class CFCAM(BaseCAM):
         if not isinstance(min_samples_floor, int) or min_samples_floor < 1:
             raise ValueError(f"min_samples_floor must be a positive int, got {min_samples_floor!r}")
         for nm, v in (("sigma", sigma), ("sigma_spatial", sigma_spatial), ("sigma_range", sigma_range)):
-            if not v > 0:
-                raise ValueError(f"{nm} must be > 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{nm} must be a finite float > 0, got {v!r}")
         self.importance_percentile = float(importance_percentile)
         self.eps_percentile = float(eps_percentile)
         self.min_samples_frac = float(min_samples_frac)
