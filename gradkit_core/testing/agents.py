@@ -1,19 +1,25 @@
 """Conformance suite for agents (kind ``agents``).
 
-The contract (see :func:`gradkit_core.hookspecs.gradkit_register_agents`), in the
-style of stable-baselines3::
+The contract (see :func:`gradkit_core.hookspecs.gradkit_register_agents`) follows
+stable-baselines3's signatures::
 
     agent = gk.create(NAME, env, seed=0, **hp)      # env: a gymnasium.Env (or an id string)
-    agent.learn(total_steps, progress=False)        # returns the agent itself
-    action = agent.predict(obs, deterministic=True) # an element of env.action_space
+    agent.learn(total_timesteps, callback=None)     # returns the agent itself
+    action, state = agent.predict(obs, state=None, episode_start=None, deterministic=False)
     agent.save(path)
     agent = type(agent).load(path, env=env)         # plain format or torch.load(weights_only=True)
     mean, std = agent.evaluate(n_episodes)
 
+so that ``stable_baselines3.common.evaluation.evaluate_policy(agent, env)`` works.
+
 What the suite checks:
 
-* ``learn`` returns the agent and ``predict`` gives an action inside the action space
-  (for a single observation), deterministic predictions repeat;
+* ``learn(total_timesteps=..., callback=None)`` returns the agent; ``predict`` returns a
+  pair ``(action, state)`` with the action inside the action space for a single observation
+  and a batch of actions for a batch ``(n, *obs_shape)``; deterministic predictions repeat;
+* stable-baselines3's ``evaluate_policy`` runs on the agent (skipped without SB3);
+* a non-finite (NaN/inf) observation passed to ``predict`` is a ``ValueError``;
+* an empty or truncated checkpoint file is a ``ValueError`` that names the file;
 * a save/load round trip gives identical deterministic predictions, and the file is
   readable by a safe loader (``torch.load(weights_only=True)``, ``numpy.load`` without
   pickles, or JSON) -- never an arbitrary pickle;
@@ -104,16 +110,74 @@ class AgentConformance:
         env = AgentConformance._space(env_like)
         return [env.reset(seed=1000 + i)[0] for i in range(n)]
 
+    @staticmethod
+    def _act(agent, obs, **kw):
+        out = agent.predict(obs, **kw)
+        assert isinstance(out, tuple) and len(out) == 2, (
+            f"predict() must return (action, state) as in stable-baselines3, got {type(out).__name__}"
+        )
+        return out[0]
+
     # ------------------------------------------------------------------ tests
     def test_learn_returns_agent_and_predict_is_in_action_space(self, make_env):
+        import numpy as np
+
         env = make_env()
         agent = self.make_agent(env, seed=0)
-        assert agent.learn(self.learn_steps) is agent, "learn() must return the agent itself"
+        assert agent.learn(total_timesteps=self.learn_steps, callback=None) is agent, (
+            "learn(total_timesteps, callback=None) must return the agent itself"
+        )
         space = self._space(env).action_space
-        for obs in self._probe_observations(make_env()):
-            a = agent.predict(obs, deterministic=True)
+        probes = self._probe_observations(make_env())
+        for obs in probes:
+            a = self._act(agent, obs, deterministic=True)
             assert space.contains(a), f"predict() returned {a!r}, not an element of {space}"
-            assert self._same(a, agent.predict(obs, deterministic=True)), "deterministic predict must repeat"
+            assert self._same(a, self._act(agent, obs, deterministic=True)), "deterministic predict must repeat"
+        action, state = agent.predict(probes[0], state=None, episode_start=None, deterministic=True)
+        assert state is None, "a non-recurrent agent returns state=None for state=None"
+        batch = self._act(agent, np.stack(probes), deterministic=True)
+        assert np.shape(batch) == (len(probes), *space.shape), (
+            f"predict() on a batch of {len(probes)} observations must give {len(probes)} actions, got {np.shape(batch)}"
+        )
+        assert np.allclose(np.asarray(batch[0], float), np.asarray(action, float), rtol=1e-5, atol=1e-5), (
+            "a batch prediction must equal the single ones (up to float rounding)"
+        )
+
+    def test_sb3_evaluate_policy_runs(self, make_env):
+        pytest.importorskip("stable_baselines3")
+        import math
+
+        from stable_baselines3.common.evaluation import evaluate_policy
+
+        agent = self.make_agent(make_env(), seed=0)
+        env = self._space(make_env())
+        mean, std = evaluate_policy(agent, env, n_eval_episodes=self.eval_episodes, deterministic=True, warn=False)
+        assert math.isfinite(float(mean)) and float(std) >= 0
+
+    def test_non_finite_observation_is_a_clear_error(self, make_env):
+        import numpy as np
+
+        agent = self.make_agent(make_env(), seed=0)
+        obs = np.array(self._probe_observations(make_env(), 1)[0], dtype=np.float64)
+        for bad in (np.nan, np.inf):
+            x = obs.copy()
+            x.reshape(-1)[0] = bad
+            with pytest.raises(ValueError):
+                agent.predict(x, deterministic=True)
+
+    def test_broken_checkpoint_files_are_clear_errors(self, make_env, tmp_path: Path):
+        agent = self.make_agent(make_env(), seed=0)
+        path = tmp_path / "agent.ckpt"
+        agent.save(path)
+        if not path.is_file():
+            pytest.skip("save(path) writes a directory; test broken files in the plugin")
+        data = path.read_bytes()
+        (tmp_path / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+        (tmp_path / "empty.ckpt").write_bytes(b"")
+        for name in ("truncated.ckpt", "empty.ckpt"):
+            with pytest.raises(ValueError) as exc:
+                type(agent).load(tmp_path / name, env=make_env())
+            assert name in str(exc.value), f"the error must name the file {name}, got: {exc.value}"
 
     def test_save_load_round_trip(self, make_env, tmp_path: Path):
         agent = self.make_agent(make_env(), seed=0).learn(self.learn_steps)
@@ -125,7 +189,7 @@ class AgentConformance:
             assert _safe_loadable(f), f"{f.name} is not readable by a safe loader (torch weights_only / npz / json)"
         loaded = type(agent).load(path, env=make_env())
         for obs in self._probe_observations(make_env()):
-            assert self._same(agent.predict(obs, deterministic=True), loaded.predict(obs, deterministic=True)), (
+            assert self._same(self._act(agent, obs, deterministic=True), self._act(loaded, obs, deterministic=True)), (
                 "a loaded agent must predict exactly as the saved one"
             )
 
@@ -143,8 +207,13 @@ class AgentConformance:
         b = self.make_agent(make_env(), seed=3).learn(self.learn_steps)
         c = self.make_agent(make_env(), seed=4).learn(self.learn_steps)
         probes = self._probe_observations(make_env())
-        assert all(self._same(a.predict(o), b.predict(o)) for o in probes), "same seed must give the same agent"
-        assert not all(self._same(a.predict(o), c.predict(o)) for o in probes), "a different seed should differ"
+        det = dict(deterministic=True)
+        assert all(self._same(self._act(a, o, **det), self._act(b, o, **det)) for o in probes), (
+            "same seed must give the same agent"
+        )
+        assert not all(self._same(self._act(a, o, **det), self._act(c, o, **det)) for o in probes), (
+            "a different seed should differ"
+        )
 
     def test_discrete_action_space_is_a_clear_error(self):
         if self.supports_discrete:

@@ -1,4 +1,4 @@
-"""The kind's contract (gradkit_core.testing.agents) for dsac-t, dsac-v1 and sac."""
+"""The kind's contract (gradkit_core.testing.agents) for dsac-t, dsac-v1, sac and td3."""
 
 import gymnasium as gym
 import pytest
@@ -30,3 +30,7 @@ class TestDSACv1Conformance(_Pendulum):
 
 class TestSACConformance(_Pendulum):
     component = "sac"
+
+
+class TestTD3Conformance(_Pendulum):
+    component = "td3"

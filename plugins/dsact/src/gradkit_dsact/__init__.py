@@ -1,4 +1,4 @@
-"""gradkit plugin: DSAC-T (Duan et al., 2023) with DSAC-v1 and SAC baselines.
+"""gradkit plugin: DSAC-T (Duan et al., 2023) with DSAC-v1, SAC and TD3 baselines.
 
 Registers components only; imports no torch.
 """
@@ -13,6 +13,7 @@ SAC_PAPER = dict(
     arxiv="1801.01290",
     year=2018,
 )
+TD3_PAPER = dict(title="Addressing Function Approximation Error in Actor-Critic Methods", arxiv="1802.09477", year=2018)
 
 
 @hookimpl
@@ -42,6 +43,15 @@ def gradkit_register_agents(register):
         tags=["off-policy", "continuous-control", "baseline"],
         capabilities=["box-action", "checkpoint"],
     )
+    register(
+        "td3",
+        "gradkit_dsact.agent:TD3",
+        summary="TD3: twin Q critics, target policy smoothing, delayed actor/target updates (off-policy reference, "
+        "same API)",
+        paper=TD3_PAPER,
+        tags=["off-policy", "continuous-control", "baseline", "deterministic-policy"],
+        capabilities=["box-action", "checkpoint"],
+    )
 
 
 @hookimpl
@@ -59,6 +69,6 @@ def gradkit_register_benchmarks(register):
     register(
         "dsact",
         "gradkit_dsact.bench:run",
-        summary="Gradient updates per second of DSAC-T, DSAC-v1 and SAC vs stable-baselines3 SAC",
+        summary="Gradient updates per second of DSAC-T, DSAC-v1, SAC and TD3 vs stable-baselines3 SAC and TD3",
         paper=PAPER,
     )

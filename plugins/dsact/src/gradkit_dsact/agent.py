@@ -1,10 +1,16 @@
-"""DSAC-T (DSAC-v2), DSAC-v1 and SAC in one code base with a stable-baselines3-style API.
+"""DSAC-T (DSAC-v2), DSAC-v1, SAC and TD3 in one code base with stable-baselines3's agent API.
 
     agent = gk.create("dsac-t", "Pendulum-v1", seed=0, hidden=(64, 64))
-    agent.learn(20_000, progress=True)
-    action = agent.predict(obs, deterministic=True)
+    agent.learn(total_timesteps=20_000, progress_bar=True)
+    action, _state = agent.predict(obs, deterministic=True)      # SB3: (action, state)
     agent.save("dsact.pt"); agent = DSACT.load("dsact.pt", env="Pendulum-v1")
     mean, std = agent.evaluate(10)
+    stable_baselines3.common.evaluation.evaluate_policy(agent, env)   # works on gradkit agents
+
+``load`` never imports a module named inside a checkpoint: the stored env id is used only
+when it is an id already registered with gymnasium and has no ``module:`` prefix.  A file that
+is empty, truncated, lacks a key, names an unknown algorithm or holds non-finite weights or
+hyperparameters is a ``ValueError`` naming the file and the problem.
 
 Equations (Duan et al., "Distributional Soft Actor-Critic with Three Refinements",
 arXiv:2310.05858) are quoted next to the code that implements them; see the plugin
@@ -106,6 +112,24 @@ class TanhGaussianPolicy(nn.Module):
         return torch.tanh(self(obs)[0])
 
 
+class DeterministicPolicy(nn.Module):
+    """TD3's actor a = tanh(mu(s)); ``sample`` adds N(0, noise^2) exploration noise and clips to [-1, 1]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int], activation: str, noise: float):
+        super().__init__()
+        self.net = mlp([obs_dim, *hidden, act_dim], activation)
+        self.noise = float(noise)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs))
+
+    def sample(self, obs: torch.Tensor, generator: Optional[torch.Generator] = None):
+        """Exploration action; the second value (a log-prob for stochastic policies) is ``None``."""
+        a = self.deterministic(obs)
+        eps = torch.randn(a.shape, generator=generator, dtype=a.dtype, device=a.device)
+        return (a + self.noise * eps).clamp(-1.0, 1.0), None
+
+
 # --------------------------------------------------------------------------- losses
 def update_sigma_bar(sigma_bar: Optional[float], std: torch.Tensor, tau_b: float) -> float:
     """Running batch-mean std: sigma_bar <- (1 - tau_b) sigma_bar + tau_b mean(std); first batch initialises."""
@@ -191,6 +215,23 @@ def _make_env(env: Any):
     raise TypeError(f"env must be a gymnasium.Env or a registered env id string, got {type(env).__name__}")
 
 
+def _verified_env_id(env_id: Any, path: Any) -> str:
+    """The checkpoint's env id, if it is safe to ``gymnasium.make``: a string without a ``module:`` prefix
+    that is already registered.  gymnasium imports ``module`` for ``module:Name-v0`` ids, so such an id read
+    from a file is refused before gymnasium sees it."""
+    import gymnasium as gym
+
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a gymnasium id; pass env=... to load()")
+    if ":" in env_id:
+        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} names a module to import; such ids are never "
+                         "loaded from a file. Pass env=... to load() (an env object or an id you trust)")
+    if env_id not in gym.registry:
+        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a registered gymnasium id (install or "
+                         "import the package that registers it, or pass env=... to load())")
+    return env_id
+
+
 def _check_spaces(env, algo: str) -> Tuple[int, int]:
     from gymnasium import spaces
 
@@ -274,6 +315,8 @@ class _OffPolicyAgent:
         self.seed = int(seed)
         torch.manual_seed(self.seed)  # network initialisation only; all later randomness uses self.gen
         self.gen = torch.Generator().manual_seed(self.seed)
+        # stochastic predict() draws from its own stream, so acting never changes a training run
+        self._predict_gen = torch.Generator().manual_seed(self.seed + 7_919)
         te = self.hp.get("target_entropy")
         self.target_entropy = float(-self.act_dim if te is None else te)
         self._build()
@@ -309,6 +352,18 @@ class _OffPolicyAgent:
 
     def _validate_hp(self) -> None:
         hp = self.hp
+        for key, v in hp.items():
+            if isinstance(v, bool) or v is None or isinstance(v, str):
+                continue
+            vals = v if isinstance(v, (tuple, list)) else (v,)
+            for x in vals:
+                if not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(float(x)):
+                    raise ValueError(f"{self.algo}: hyperparameter {key} must be a finite number, got {v!r}")
+        for key in ("lr_critic", "lr_actor", "lr_alpha", "reward_scale"):
+            if key in hp and not hp[key] > 0:
+                raise ValueError(f"{self.algo}: {key} must be > 0, got {hp[key]}")
+        if any(h < 1 for h in hp["hidden"]):
+            raise ValueError(f"{self.algo}: hidden sizes must be >= 1, got {hp['hidden']}")
         for key in ("batch_size", "buffer_size", "env_steps_per_update", "delay_update"):
             if key in hp and int(hp[key]) < 1:
                 raise ValueError(f"{self.algo}: {key} must be >= 1, got {hp[key]}")
@@ -322,6 +377,8 @@ class _OffPolicyAgent:
     # -- helpers
     @property
     def alpha(self) -> float:
+        if getattr(self, "log_alpha", None) is None:
+            raise AttributeError(f"{self.algo} has no entropy temperature")
         return float(self.log_alpha.detach().exp())
 
     def _to_env_action(self, a: np.ndarray) -> np.ndarray:
@@ -342,22 +399,29 @@ class _OffPolicyAgent:
         self._ep_actions, self._ep_return = [], 0.0
 
     # -- public API
-    def learn(self, total_steps: int, progress: bool = False, eval_every: Optional[int] = None,
-              eval_episodes: int = 5, callback=None):
-        """Run ``total_steps`` more env steps (with gradient iterations per the data schedule); returns self.
+    def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False, *,
+              eval_every: Optional[int] = None, eval_episodes: int = 5):
+        """Run ``total_timesteps`` more env steps (gradient iterations per the data schedule); returns self.
 
-        ``eval_every`` (env steps) appends ``(num_timesteps, mean, std)`` of a deterministic
-        evaluation to ``eval_history``; ``callback(agent)`` is called after every env step
-        and may return ``False`` to stop.
+        stable-baselines3's signature, except that training always continues where the last call
+        stopped (SB3's ``reset_num_timesteps=False``) and ``callback`` is a plain callable
+        ``callback(agent)``, called after every env step, that may return ``False`` to stop
+        (SB3 ``BaseCallback`` objects are not supported).  ``eval_every`` (env steps) appends
+        ``(num_timesteps, mean, std)`` of a deterministic evaluation to ``eval_history``.
         """
         from gradkit_core.results import progress as _progress
 
-        total_steps = int(total_steps)
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer)):
+            raise TypeError(f"total_timesteps must be an integer number of env steps, got {total_timesteps!r}")
+        total_steps = int(total_timesteps)
         if total_steps < 0:
-            raise ValueError(f"total_steps must be >= 0, got {total_steps}")
+            raise ValueError(f"total_timesteps must be >= 0, got {total_steps}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be a callable callback(agent) -> bool | None, got {type(callback).__name__}"
+                            " (stable-baselines3 BaseCallback objects are not supported)")
         hp = self.hp
         k, warmup = int(hp["env_steps_per_update"]), int(hp["warmup"])
-        bar = _progress(total=total_steps, desc=f"{self.algo} learn", enabled=progress)
+        bar = _progress(total=total_steps, desc=f"{self.algo} learn", enabled=progress_bar)
         try:
             for _ in range(total_steps):
                 if self._obs is None:
@@ -397,18 +461,27 @@ class _OffPolicyAgent:
         return self
 
     @torch.no_grad()
-    def predict(self, obs: Any, deterministic: bool = True) -> np.ndarray:
-        """Action(s) for one observation or a batch ``(N, *obs_shape)``, inside the Box bounds."""
-        arr = np.asarray(obs, np.float32)
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> Tuple[np.ndarray, Any]:
+        """``(action, state)`` as in stable-baselines3, for one observation or a batch ``(N, *obs_shape)``.
+
+        The action lies inside the Box bounds.  The policy is not recurrent: ``state`` is returned
+        unchanged and ``episode_start`` is ignored.  ``deterministic=False`` (SB3's default) samples
+        from the policy with a random stream of its own (training is not affected).
+        """
+        arr = np.asarray(observation, np.float32)
         shape = self.env.observation_space.shape
         single = arr.shape == tuple(shape)
         if not single and arr.shape[1:] != tuple(shape):
             raise ValueError(f"observation must have shape {tuple(shape)} or (N, *{tuple(shape)}), got {arr.shape}")
         flat = _check_obs(arr.reshape(1 if single else arr.shape[0], -1), "passed to predict()")
         x = torch.from_numpy(flat)
-        a = self.policy.deterministic(x) if deterministic else self.policy.sample(x, self.gen)[0]
+        a = self.policy.deterministic(x) if deterministic else self.policy.sample(x, self._predict_gen)[0]
         out = self._to_env_action(a.numpy()).reshape(-1, *self.env.action_space.shape)
-        return out[0] if single else out
+        return (out[0] if single else out), state
+
+    def _act(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        return self.predict(obs, deterministic=deterministic)[0]
 
     def _eval_env(self):
         import gymnasium as gym
@@ -432,7 +505,7 @@ class _OffPolicyAgent:
                 obs, _ = env.reset(seed=10_000_000 + self.seed * 1000 + i)
                 done, ret = False, 0.0
                 while not done:
-                    obs, r, term, trunc, _ = env.step(self.predict(obs, deterministic))
+                    obs, r, term, trunc, _ = env.step(self._act(obs, deterministic))
                     ret += float(r)
                     done = term or trunc
                 returns.append(ret)
@@ -471,7 +544,7 @@ class _OffPolicyAgent:
             O, A, R = [], [], []
             done, trunc = False, False
             while not done:
-                a = self.predict(obs, True)
+                a = self._act(obs, True)
                 O.append(np.asarray(obs, np.float32).reshape(-1)); A.append(a)
                 obs, r, term, trunc, _ = env.step(a)
                 R.append(float(r))
@@ -503,8 +576,10 @@ class _OffPolicyAgent:
             "hp": hp,
             "modules": {k: m.state_dict() for k, m in self._modules().items()},
             "optimizers": {k: o.state_dict() for k, o in self._optimizers().items()},
-            "log_alpha": self.log_alpha.detach().clone(),
+            "log_alpha": (self.log_alpha.detach().clone() if getattr(self, "log_alpha", None) is not None
+                          else torch.zeros(())),
             "gen": self.gen.get_state(),
+            "predict_gen": self._predict_gen.get_state(),
             "buffer": self.buffer.state_dict(),
             "counters": {"num_timesteps": self.num_timesteps, "n_updates": self.n_updates, "episode": self.episode},
             "episode_state": {
@@ -520,44 +595,108 @@ class _OffPolicyAgent:
         }
         torch.save(ckpt, path)
 
+    _CKPT_KEYS = ("format", "algo", "seed", "env_id", "hp", "modules", "optimizers", "log_alpha", "gen", "buffer",
+                  "counters", "episode_state", "episode_returns", "eval_history", "extra")
+
+    @staticmethod
+    def _read_checkpoint(path) -> Dict[str, Any]:
+        """``torch.load(weights_only=True)`` with errors that name the file and the problem."""
+        import pickle
+        import zipfile
+        from pathlib import Path
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        if p.stat().st_size == 0:
+            raise ValueError(f"{path}: the checkpoint file is empty (0 bytes)")
+        try:
+            ckpt = torch.load(p, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError as exc:  # weights_only refused something: not a plain checkpoint
+            raise ValueError(f"{path}: not a gradkit-dsact checkpoint (it holds objects a safe loader refuses: "
+                             f"{str(exc).splitlines()[0]})") from exc
+        except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
+            raise ValueError(f"{path}: the checkpoint cannot be read; the file is truncated or corrupt "
+                             f"({type(exc).__name__}: {exc})") from exc
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+            raise ValueError(f"{path}: not a gradkit-dsact checkpoint (expected format {CKPT_FORMAT!r})")
+        missing = [k for k in _OffPolicyAgent._CKPT_KEYS if k not in ckpt]
+        if missing:
+            raise ValueError(f"{path}: the checkpoint lacks the key(s) {missing}")
+        return ckpt
+
+    @staticmethod
+    def _check_finite(tree: Any, path, where: str) -> None:
+        if torch.is_tensor(tree):
+            if tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
+                raise ValueError(f"{path}: non-finite (NaN/inf) values in {where}; refusing a corrupted checkpoint")
+        elif isinstance(tree, dict):
+            for k, v in tree.items():
+                _OffPolicyAgent._check_finite(v, path, f"{where}.{k}" if where else str(k))
+        elif isinstance(tree, (list, tuple)):
+            for i, v in enumerate(tree):
+                _OffPolicyAgent._check_finite(v, path, f"{where}[{i}]")
+        elif isinstance(tree, float) and not math.isfinite(tree):
+            raise ValueError(f"{path}: non-finite value in {where}")
+
     @classmethod
     def load(cls, path, env: Any = None):
         """Rebuild an agent from :meth:`save`'s file (``torch.load(weights_only=True)``).
 
-        ``env`` defaults to the env id stored in the checkpoint; pass an env object for
-        envs that are not registered with gymnasium.
+        ``env`` defaults to the env id stored in the checkpoint, used only if it is already registered
+        with gymnasium and names no module (gymnasium would import it); pass an env object or id
+        for anything else.
         """
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-            raise ValueError(f"{path} is not a gradkit-dsact checkpoint (format {CKPT_FORMAT!r})")
+        ckpt = cls._read_checkpoint(path)
         klass = _ALGOS.get(ckpt["algo"])
         if klass is None:
-            raise ValueError(f"checkpoint algorithm {ckpt['algo']!r} unknown; known: {sorted(_ALGOS)}")
+            raise ValueError(f"{path}: unknown algorithm {ckpt['algo']!r} in the checkpoint; known: {sorted(_ALGOS)}")
         if cls is not _OffPolicyAgent and not issubclass(klass, cls) and klass is not cls:
             raise TypeError(f"{path} holds a {ckpt['algo']!r} agent, not {cls.__name__}")
+        for key in ("modules", "optimizers", "log_alpha", "buffer", "episode_state", "extra"):
+            cls._check_finite(ckpt[key], path, key)
+        if not isinstance(ckpt["hp"], dict):
+            raise ValueError(f"{path}: the checkpoint's hyperparameters are not a dict")
         if env is None:
-            if ckpt["env_id"] is None:
-                raise ValueError("the checkpoint's env was not a registered gymnasium id; pass env=... to load()")
-            env = ckpt["env_id"]
-        agent = klass(env, seed=ckpt["seed"], **ckpt["hp"])
-        for k, m in agent._modules().items():
-            m.load_state_dict(ckpt["modules"][k])
-        for k, o in agent._optimizers().items():
-            o.load_state_dict(ckpt["optimizers"][k])
-        with torch.no_grad():
-            agent.log_alpha.copy_(ckpt["log_alpha"])
-        agent.gen.set_state(ckpt["gen"])
-        agent.buffer.load_state_dict(ckpt["buffer"])
-        c = ckpt["counters"]
-        agent.num_timesteps, agent.n_updates, agent.episode = int(c["num_timesteps"]), int(c["n_updates"]), int(c["episode"])
-        agent.episode_returns = [tuple(x) for x in ckpt["episode_returns"]]
-        agent.eval_history = [tuple(x) for x in ckpt["eval_history"]]
-        agent._load_extra_state(ckpt["extra"])
-        es = ckpt["episode_state"]
-        if es["in_episode"]:
-            agent._ep_actions = [a.numpy() for a in es["actions"]]
-            agent._ep_return = float(es["ret"])
-            agent._replay_episode(expected_obs=es["obs"].numpy())
+            env = _verified_env_id(ckpt["env_id"], path)
+        try:
+            agent = klass(env, seed=ckpt["seed"], **ckpt["hp"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: the checkpoint's settings are invalid: {exc}") from exc
+        try:
+            modules, optims = agent._modules(), agent._optimizers()
+            for what, want, have in (("modules", modules, ckpt["modules"]), ("optimizers", optims, ckpt["optimizers"])):
+                lacking = sorted(set(want) - set(have))
+                if lacking:
+                    raise ValueError(f"the checkpoint lacks {what} {lacking}")
+            for k, m in modules.items():
+                m.load_state_dict(ckpt["modules"][k])
+            for k, o in optims.items():
+                o.load_state_dict(ckpt["optimizers"][k])
+            if getattr(agent, "log_alpha", None) is not None:
+                with torch.no_grad():
+                    agent.log_alpha.copy_(ckpt["log_alpha"])
+            agent.gen.set_state(ckpt["gen"])
+            if "predict_gen" in ckpt:
+                agent._predict_gen.set_state(ckpt["predict_gen"])
+            agent.buffer.load_state_dict(ckpt["buffer"])
+            c = ckpt["counters"]
+            agent.num_timesteps, agent.n_updates, agent.episode = (int(c["num_timesteps"]), int(c["n_updates"]),
+                                                                   int(c["episode"]))
+            agent.episode_returns = [tuple(x) for x in ckpt["episode_returns"]]
+            agent.eval_history = [tuple(x) for x in ckpt["eval_history"]]
+            agent._load_extra_state(ckpt["extra"])
+            es = ckpt["episode_state"]
+            in_episode, actions, ret, obs = es["in_episode"], es["actions"], es["ret"], es["obs"]
+        except (KeyError, RuntimeError, TypeError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{path}: the checkpoint does not match a {ckpt['algo']} agent with its stored "
+                             f"settings ({type(exc).__name__}: {exc})") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+        if in_episode:
+            agent._ep_actions = [a.numpy() for a in actions]
+            agent._ep_return = float(ret)
+            agent._replay_episode(expected_obs=obs.numpy())
         return agent
 
     def _replay_episode(self, expected_obs: Optional[np.ndarray] = None) -> None:
@@ -822,5 +961,97 @@ class SAC(_OffPolicyAgent):
         self.logs.update(critic_loss=float(critic_loss.detach()), alpha=self._alpha_value())
 
 
-_ALGOS = {"dsac-t": DSACT, "dsac-v1": DSACv1, "sac": SAC}
+class TD3(_OffPolicyAgent):
+    """TD3 (Fujimoto et al., 2018): twin Q critics, target policy smoothing, delayed actor and target updates.
+
+    Same data schedule, replay, critics (:class:`QCritic`), API and checkpoints as the other agents;
+    the actor is :class:`DeterministicPolicy`.  Per gradient iteration::
+
+        a' = clip(pi'(s') + clip(N(0, target_noise^2), -target_noise_clip, target_noise_clip), -1, 1)
+        y  = r + gamma (1 - d) min_i Q'_i(s', a')
+        L_Q = sum_i mean (Q_i(s, a) - y)^2                     (every iteration)
+        L_pi = -mean Q_1(s, pi(s))                              (every ``delay_update`` iterations,
+                                                                 then Polyak of critics and actor)
+
+    Defaults are the TD3 paper's / stable-baselines3's: lr 1e-3, tau 0.005, ``delay_update=2``,
+    target noise 0.2 clipped at 0.5, batch 256; exploration noise N(0, 0.1^2) in the tanh action
+    space [-1, 1] (SB3 adds none by default; the paper uses 0.1); 2x256 ReLU networks (the authors'
+    updated code; SB3 uses 400-300).  ``warmup`` / ``env_steps_per_update`` default to DSAC-T's schedule.
+    """
+
+    algo = "td3"
+    _DEFAULTS = dict(
+        hidden=(256, 256), activation="relu", lr_critic=1e-3, lr_actor=1e-3, gamma=0.99, tau=0.005,
+        delay_update=2, batch_size=256, buffer_size=1_000_000, warmup=10_000, env_steps_per_update=20,
+        reward_scale=1.0, action_noise=0.1, target_noise=0.2, target_noise_clip=0.5,
+    )
+
+    def _validate_hp(self) -> None:
+        super()._validate_hp()
+        for key in ("action_noise", "target_noise", "target_noise_clip"):
+            if self.hp[key] < 0:
+                raise ValueError(f"td3: {key} must be >= 0, got {self.hp[key]}")
+
+    def _build(self) -> None:
+        hp = self.hp
+        mk = lambda: QCritic(self.obs_dim, self.act_dim, hp["hidden"], hp["activation"])  # noqa: E731
+        mkp = lambda: DeterministicPolicy(self.obs_dim, self.act_dim, hp["hidden"], hp["activation"],  # noqa: E731
+                                          hp["action_noise"])
+        self.critics = nn.ModuleList([mk(), mk()])
+        self.policy = mkp()
+        self.critics_target = nn.ModuleList([mk(), mk()])
+        self.critics_target.load_state_dict(self.critics.state_dict())
+        self.policy_target = mkp()
+        self.policy_target.load_state_dict(self.policy.state_dict())
+        for p in [*self.critics_target.parameters(), *self.policy_target.parameters()]:
+            p.requires_grad_(False)
+        self.log_alpha = None
+        self.critic_opt = _adam(self.critics.parameters(), hp["lr_critic"])
+        self.actor_opt = _adam(self.policy.parameters(), hp["lr_actor"])
+
+    def _modules(self):
+        return {"critics": self.critics, "critics_target": self.critics_target,
+                "policy": self.policy, "policy_target": self.policy_target}
+
+    def _optimizers(self):
+        return {"critic": self.critic_opt, "actor": self.actor_opt}
+
+    @torch.no_grad()
+    def _q_mean(self, obs, act):
+        return torch.stack([c(obs, act) for c in self.critics]).min(0).values
+
+    @torch.no_grad()
+    def _target(self, rew, obs2, done) -> torch.Tensor:
+        hp = self.hp
+        a = self.policy_target.deterministic(obs2)
+        noise = (torch.randn(a.shape, generator=self.gen) * hp["target_noise"]).clamp(
+            -hp["target_noise_clip"], hp["target_noise_clip"])
+        a2 = (a + noise).clamp(-1.0, 1.0)
+        q_next = torch.stack([c(obs2, a2) for c in self.critics_target]).min(0).values
+        return rew + hp["gamma"] * (1.0 - done) * q_next
+
+    def _update(self, batch) -> None:
+        hp = self.hp
+        obs, act, rew, obs2, done = batch
+        delayed = (self.n_updates + 1) % int(hp["delay_update"]) == 0
+        y = self._target(rew, obs2, done)
+        critic_loss = sum(F.mse_loss(c(obs, act), y) for c in self.critics)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        if delayed:
+            actor_loss = -self.critics[0](obs, self.policy.deterministic(obs)).mean()
+            grads = torch.autograd.grad(actor_loss, list(self.policy.parameters()))
+            for p, gr in zip(self.policy.parameters(), grads):
+                p.grad = gr
+            self.actor_opt.step()
+            self.actor_opt.zero_grad(set_to_none=True)
+            for c, ct in zip(self.critics, self.critics_target):
+                polyak(c, ct, hp["tau"])
+            polyak(self.policy, self.policy_target, hp["tau"])
+            self.logs.update(actor_loss=float(actor_loss.detach()))
+        self.logs.update(critic_loss=float(critic_loss.detach()))
+
+
+_ALGOS = {"dsac-t": DSACT, "dsac-v1": DSACv1, "sac": SAC, "td3": TD3}
 Agent = _OffPolicyAgent

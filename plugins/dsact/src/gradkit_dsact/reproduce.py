@@ -1,10 +1,13 @@
 """Reproduction of DSAC-T's claims at CPU scale (``gradkit reproduce dsact``).
 
-Default (~11 CPU-minutes; ``--jobs 2`` halves the wall time): Pendulum-v1 learning curves of
-DSAC-T, DSAC-v1 and SAC under one data schedule (warm-up with random actions, then one gradient
+Default (~12 CPU-minutes; ``--jobs 2`` halves the wall time): Pendulum-v1 learning curves of
+DSAC-T, DSAC-v1, SAC and TD3 under one data schedule (warm-up with random actions, then one gradient
 iteration per env step), 10 000 env steps, seeds ``seed, seed+1, seed+2``, plus the reward-scale
-experiment: the same three agents on rewards x0.1 and x10 (the x1 runs are the curves),
-reporting the *unscaled* return averaged over the seeds.  (At 5000 steps and one seed the
+experiment: DSAC-T, DSAC-v1 and SAC (the paper's comparison) on rewards x0.1 and x10 (the x1 runs
+are the curves), reporting the *unscaled* return averaged over the seeds.  The reward-scale claim
+is decided with its uncertainty: each agent's spread (max - min over scales of the seed-mean final
+return) gets a standard error from the seed-to-seed variation of the two cells it compares, and
+DSAC-T must be lower than each baseline by more than ``RS_K`` standard errors of the difference.  (At 5000 steps and one seed the
 temperature transient from the paper's alpha_0 = e dominates the x0.1 runs: see the README.)
 
 ``--quick``: the three Pendulum curves only, shorter.  ``--full``: Hopper-v5 (MuJoCo) with
@@ -25,8 +28,11 @@ import numpy as np
 
 from gradkit_core.results import Result, progress as _progress
 
-ALGOS = ("dsac-t", "dsac-v1", "sac")
-LABEL = {"dsac-t": "DSAC-T", "dsac-v1": "DSAC-v1", "sac": "SAC"}
+ALGOS = ("dsac-t", "dsac-v1", "sac", "td3")
+RS_ALGOS = ("dsac-t", "dsac-v1", "sac")  # the reward-scale experiment (the paper's comparison)
+FULL_ALGOS = ("dsac-t", "dsac-v1", "sac")
+LABEL = {"dsac-t": "DSAC-T", "dsac-v1": "DSAC-v1", "sac": "SAC", "td3": "TD3"}
+RS_K = 2.0  # the reward-scale claim needs a spread difference above RS_K standard errors
 
 PENDULUM_HP = dict(hidden=(64, 64), activation="relu", lr_critic=1e-3, lr_actor=1e-3, lr_alpha=1e-3,
                    tau=0.05, batch_size=64, warmup=1000, env_steps_per_update=1, buffer_size=100_000)
@@ -41,6 +47,8 @@ def _train(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_
     from .agent import _ALGOS
 
     torch.set_num_threads(1)
+    if algo == "td3":  # no entropy temperature
+        hp = {k: v for k, v in hp.items() if k != "lr_alpha"}
     agent = _ALGOS[algo](env_id, seed=seed, reward_scale=reward_scale, **hp)
     biases: List = []
     t0 = time.perf_counter()
@@ -87,16 +95,20 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
                     eval_every=eval_every, eval_episodes=eval_episodes)
     tasks = [dict(algo=algo, env_id="Pendulum-v1", seed=s, steps=n_steps, eval_every=eval_every,
                   eval_episodes=eval_episodes, hp=dict(PENDULUM_HP), reward_scale=scale, q_bias_every=None)
-             for scale in scales for algo in ALGOS for s in seeds]
+             for scale in scales for algo in ALGOS for s in seeds if scale == 1.0 or algo in RS_ALGOS]
     done = run_many(_train_record, tasks, jobs=jobs, cache_dir=Path(out) / "runs" if out is not None else None,
                     resume=resume, progress_bar=progress, desc="dsact reproduce runs")
     finals: Dict = {}
+    per_seed: Dict = {}
     for scale in scales:
         for algo in ALGOS:
             runs = [r for t, r in zip(tasks, done) if t["algo"] == algo and t["reward_scale"] == scale]
+            if not runs:
+                continue
             curve = np.mean([r["y"] for r in runs], axis=0)
             final = float(np.mean([r["final"] for r in runs]))
             finals[(algo, scale)] = final
+            per_seed[(algo, scale)] = [r["final"] for r in runs]
             res.add_row(method=LABEL[algo], reward_scale=scale, final_return=final,
                         final_std=float(np.std([r["final"] for r in runs])) if len(runs) > 1 else None,
                         best_return=float(np.mean([r["best"] for r in runs])),
@@ -107,24 +119,45 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
     dsact = finals[("dsac-t", 1.0)]
     res.add_claim("DSAC-T reaches a mean evaluation return above -250 on Pendulum-v1", dsact > -250,
                   f"final {dsact:.1f} after {n_steps} env steps")
-    others = max(finals[("dsac-v1", 1.0)], finals[("sac", 1.0)])
-    res.add_claim("DSAC-T matches or beats DSAC-v1 and SAC (final return, within 25)", dsact >= others - 25,
-                  f"DSAC-T {dsact:.1f}, DSAC-v1 {finals[('dsac-v1', 1.0)]:.1f}, SAC {finals[('sac', 1.0)]:.1f}")
+    others = max(finals[(a, 1.0)] for a in ALGOS if a != "dsac-t")
+    res.add_claim("DSAC-T matches or beats DSAC-v1, SAC and TD3 (final return, within 25)", dsact >= others - 25,
+                  ", ".join(f"{LABEL[a]} {finals[(a, 1.0)]:.1f}" for a in ALGOS))
     if len(scales) > 1:
-        spread = {a: max(finals[(a, s)] for s in scales) - min(finals[(a, s)] for s in scales) for a in ALGOS}
-        for a in ALGOS:
-            res.add_row(method=LABEL[a], reward_scale="spread (max-min)", final_return=spread[a])
-        res.add_claim("DSAC-T's return is the least sensitive to the reward scale (x0.1, x1, x10)",
-                      spread["dsac-t"] <= min(spread["dsac-v1"], spread["sac"]),
-                      ", ".join(f"{LABEL[a]} spread {spread[a]:.1f}" for a in ALGOS))
+        spread = {a: spread_with_se({s: per_seed[(a, s)] for s in scales}) for a in RS_ALGOS}
+        for a in RS_ALGOS:
+            res.add_row(method=LABEL[a], reward_scale="spread (max-min)", final_return=spread[a][0],
+                        final_std=None, spread_se=spread[a][1])
+        verdicts = {b: less_sensitive(spread["dsac-t"], spread[b], RS_K) for b in ("dsac-v1", "sac")}
+        res.add_claim(f"DSAC-T's return is the least sensitive to the reward scale (x0.1, x1, x10): its spread is "
+                      f"below DSAC-v1's and SAC's by more than {RS_K:g} standard errors",
+                      all(v[0] for v in verdicts.values()),
+                      "; ".join(f"{LABEL[a]} spread {spread[a][0]:.1f} ± {spread[a][1]:.1f}" for a in RS_ALGOS) + "; "
+                      + "; ".join(f"{LABEL[b]} − DSAC-T = {v[1]:.1f} ± {v[2]:.1f} "
+                                  f"({'decided' if v[0] else 'not decided'})" for b, v in verdicts.items()))
     else:
         res.add_note("--quick skips the reward-scale experiment (run without --quick)")
     res.add_note("UTD 1 (one gradient iteration per env step) for all agents instead of the official 1/8 "
                  "(Pendulum) or 1/20 (MuJoCo): CPU budget; same schedule for every agent.")
-    res.add_note(f"{len(seeds)} seed(s) ({seeds}); returns are means over them, final_std their spread")
-    if out is not None:
-        res.save(out)
+    res.add_note(f"{len(seeds)} seed(s) ({seeds}); returns are means over them, final_std their std; a spread's "
+                 "spread_se = sqrt(se_max^2 + se_min^2) from the two cells it compares (se = std/sqrt(n))")
     return res
+
+
+def spread_with_se(cells: Dict[float, Sequence[float]]):
+    """``(spread, se)``: max - min over scales of the seed-mean final return, and its standard error
+    ``sqrt(se_hi^2 + se_lo^2)`` from the two cells (``se = std(ddof=1)/sqrt(n)``; ``nan`` with one seed)."""
+    means = {s: float(np.mean(v)) for s, v in cells.items()}
+    ses = {s: (float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")) for s, v in cells.items()}
+    hi, lo = max(means, key=means.get), min(means, key=means.get)
+    return means[hi] - means[lo], float(np.hypot(ses[hi], ses[lo]))
+
+
+def less_sensitive(a, b, k: float = RS_K):
+    """``(holds, difference, se)``: is spread ``a`` below spread ``b`` by more than ``k`` standard errors?
+
+    ``a`` and ``b`` are :func:`spread_with_se` pairs; an exact tie or an unknown error never holds."""
+    diff, se = b[0] - a[0], float(np.hypot(a[1], b[1]))
+    return bool(np.isfinite(se) and diff > k * se and diff > 0), diff, se
 
 
 def _train_record(algo: str, env_id: str, seed: int, steps: int, eval_every: int, eval_episodes: int, hp: Dict,
@@ -161,7 +194,7 @@ def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool =
     res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC on {env_id} ({steps} env steps, UTD 1, seeds {seeds})")
     res.meta.update(env=env_id, steps=steps, seeds=seeds, hp=dict(MUJOCO_HP))
     tasks = []
-    for algo in ALGOS:
+    for algo in FULL_ALGOS:
         hp = dict(MUJOCO_HP)
         if algo == "sac":
             hp["activation"] = "relu"
@@ -171,7 +204,7 @@ def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool =
                     resume=resume, progress_bar=progress, desc="dsact --full runs",
                     shared=dict(progress=progress and jobs == 1))
     finals, biases, tails, abs_biases = {}, {}, {}, {}
-    for algo in ALGOS:
+    for algo in FULL_ALGOS:
         runs = [r for t, r in zip(tasks, done) if t["algo"] == algo]
         finals[algo] = float(np.mean([r["final"] for r in runs]))
         tails[algo] = float(np.mean([_tail_mean(r["y"]) for r in runs]))
@@ -197,11 +230,9 @@ def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool =
                   f"{finals['dsac-t']:.1f} vs {finals['dsac-v1']:.1f}")
     res.add_claim("DSAC-T's mean return over the last 20% of training >= SAC's and DSAC-v1's",
                   tails["dsac-t"] >= max(tails["sac"], tails["dsac-v1"]),
-                  ", ".join(f"{LABEL[a]} {tails[a]:.1f}" for a in ALGOS))
+                  ", ".join(f"{LABEL[a]} {tails[a]:.1f}" for a in FULL_ALGOS))
     res.add_claim("|Q bias| of DSAC-T < |Q bias| of SAC (mean absolute normalised bias, second half of training)",
                   abs_biases["dsac-t"] < abs_biases["sac"],
                   f"{abs_biases['dsac-t']:.3f} vs {abs_biases['sac']:.3f} (signed means {biases['dsac-t']:+.3f} vs "
                   f"{biases['sac']:+.3f}: signed values cancel, so the claim uses absolute ones)")
-    if out is not None:
-        res.save(out)
     return res
