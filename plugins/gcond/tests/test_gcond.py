@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from gradkit_core.testing.transforms import TransformConformance
 from gradkit_gcond.conductor import GradientConductor
 
 torch.set_num_threads(1)
@@ -143,10 +144,10 @@ def test_legacy_four_zones(cos, zone):
 
 
 # ---------------------------------------------------------------------- arbitrator
-def test_dominance_rule_paper_vs_code():
+def test_dominance_rule_readme_vs_code():
     a = (1.0, 0.0)
     b = (-0.9, math.sqrt(1 - 0.81))
-    for rule, expected_winner in [("paper", "a"), ("code", "b")]:
+    for rule, expected_winner in [("readme", "a"), ("code", "b")]:
         model, c = make({"a": a, "b": b}, dominance_rule=rule)
         c.history.extend(["a", "a", "a"])  # a won the last W = 3 resolutions
         c.step(ones)
@@ -155,6 +156,86 @@ def test_dominance_rule_paper_vs_code():
         w = torch.tensor(a if expected_winner == "a" else b)
         assert torch.allclose(c.accumulators[expected_winner][0], w, atol=1e-6)
         assert float(c.accumulators[loser][0] @ w) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_negative_stability_counts_as_zero_not_as_a_penalty():
+    """The arbitrator's max(0, stability): a (flipped direction, stability -1, strong) vs b (stability 0.05,
+    weak).  Clamped: a = 0.8*0 + 0.2*0.75 = 0.15 > b = 0.8*0.05 + 0.2*0.25 = 0.09, so a wins; without the
+    clamp a would score 0.8*(-1) + 0.15 = -0.65 and lose."""
+    a = torch.tensor([3.0, 0.0])
+    b = torch.tensor([-0.9, math.sqrt(1 - 0.81)])
+    model, c = make({"a": tuple(a.tolist()), "b": tuple(b.tolist())})
+    c.prev["a"][0].copy_(-a)
+    r = math.acos(0.05)
+    rot = torch.tensor([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
+    c.prev["b"][0].copy_(rot @ b)  # cos(prev_b, b) = 0.05
+    assert float(c.prev["b"][0] @ b) == pytest.approx(0.05, abs=1e-6)
+    assert c.arbitrate("a", "b", {"a": [a], "b": [b]}) == ("a", "b")
+
+
+class _Point(nn.Module):
+    def __init__(self, init):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(init))
+
+    def forward(self, x):
+        return self.theta
+
+
+def _conflicting_quadratics(order, init=(0.3, 0.8, -0.4), steps=300, **kw):
+    """Tasks ½‖θ − a‖² and ½‖θ − b‖² (optima pulling apart), SGD on the written gradient.  Returns θ's
+    positions on the segment a→b over the last 100 steps (0 = a's optimum, 1 = b's) and its final distance
+    from the segment."""
+    targets = {"a": torch.tensor([1.0, 0.0, 0.5]), "b": torch.tensor([-1.0, 0.2, -0.5])}
+    model = _Point(init)
+    losses = {k: (lambda o, y, t=targets[k]: 0.5 * ((o - t) ** 2).sum()) for k in order}
+    cond = GradientConductor(model, losses, None, 2, **kw)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    a, d = targets["a"], targets["b"] - targets["a"]
+    ts = []
+    for _ in range(steps):
+        opt.zero_grad()
+        cond.step(lambda: (torch.zeros(1), None))
+        opt.step()
+        ts.append(float((model.theta.detach() - a) @ d / (d @ d)))
+    r = model.theta.detach() - a
+    return ts[-100:], float((r - ts[-1] * d).norm())
+
+
+@pytest.mark.parametrize("order,init", [(("a", "b"), (0.3, 0.8, -0.4)), (("b", "a"), (0.3, 0.8, -0.4)),
+                                        (("a", "b"), (-2.0, -1.0, 1.0))])
+def test_default_balances_two_conflicting_quadratics(order, init):
+    """A multi-task method must not silently drop a task: with the default rule GCond settles around the
+    middle of the segment between the optima (the linear sum ends at 0.5), whichever task is listed first.
+    The bf16 buffers make it circle 0.5 (±0.15 here); fp32 buffers hold it within ±0.01.  The README's rule
+    (dominant task keeps winning; the old default) locks one task in: position > 0.99 or < 0.01."""
+    ts, off = _conflicting_quadratics(order, init)
+    mean = sum(ts) / len(ts)
+    assert 0.4 < mean < 0.6 and 0.3 < min(ts) and max(ts) < 0.7 and off < 0.05, (mean, min(ts), max(ts), off)
+    ts32, _ = _conflicting_quadratics(order, init, buffer_dtype=torch.float32)
+    assert all(abs(t - 0.5) < 0.02 for t in ts32), ts32[-5:]
+    ts_readme, _ = _conflicting_quadratics(order, init, dominance_rule="readme")
+    assert min(ts_readme[-1], 1 - ts_readme[-1]) < 0.02, ts_readme[-1]
+
+
+def test_dominance_rule_paper_was_renamed():
+    with pytest.raises(ValueError, match="renamed 'readme'"):
+        GradientConductor(Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), None, 2, dominance_rule="paper")
+    assert GradientConductor(Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), None, 2).dominance_rule == "code"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
+def test_bad_lambdas_are_rejected(bad):
+    with pytest.raises(ValueError, match="lambda"):
+        GradientConductor(Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), {"a": 1.0, "b": bad}, 2)
+
+
+@pytest.mark.parametrize("name", ["momentum_beta", "trust_ratio_coef", "trust_ratio_clip", "norm_ema_beta",
+                                  "remap_power", "eps", "norm_cap"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_hyperparameters_are_rejected(name, bad):
+    with pytest.raises(ValueError, match=name):
+        GradientConductor(Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), None, 2, **{name: bad})
 
 
 def test_stability_score_beats_strength():
@@ -352,7 +433,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="scalar"):
         c.step(ones)
     c = GradientConductor(Theta(), {"a": lambda o, y: o.sum() * float("nan")}, None, 2, stochastic=False)
-    with pytest.raises(FloatingPointError, match="not finite"):
+    with pytest.raises(ValueError, match="not finite"):  # also a FloatingPointError, as before
         c.step(ones)
 
 
@@ -360,9 +441,9 @@ def test_registered_as_gradient_transform():
     import gradkit_core as gk
 
     for name in ["gcond", "linear-sum", "pcgrad", "cagrad", "gradnorm"]:
-        spec = gk.info(name, kind="optimizers")
+        spec = gk.info(name, kind="transforms")
         assert "gradient-transform" in spec.tags
-    c = gk.create("gcond", Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), None, 2, kind="optimizers")
+    c = gk.create("gcond", Theta(), linear_losses({"a": (1, 0), "b": (0, 1)}), None, 2, kind="transforms")
     assert isinstance(c, GradientConductor)
 
 
@@ -394,3 +475,33 @@ def test_per_loss_forward_gives_the_same_gradients():
     for k in losses:
         for a, b in zip(accs[0][k], accs[1][k]):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- the transforms contract
+class TestGCondConformance(TransformConformance):
+    component = "gcond"
+    finite_hyperparameters = ("momentum_beta", "trust_ratio_coef", "norm_ema_beta", "eps")
+
+
+class TestGCondExactLionConformance(TransformConformance):
+    component = "gcond"
+    component_kwargs = {"stochastic": False, "use_lion": True, "buffer_dtype": torch.float32}
+    keeps_direction = False  # sign(m) times a trust ratio per tensor
+
+
+class TestLinearSumConformance(TransformConformance):
+    component = "linear-sum"
+
+
+class TestPCGradConformance(TransformConformance):
+    component = "pcgrad"
+
+
+class TestCAGradConformance(TransformConformance):
+    component = "cagrad"
+    finite_hyperparameters = ("c",)
+
+
+class TestGradNormConformance(TransformConformance):
+    component = "gradnorm"
+    finite_hyperparameters = ("alpha", "weight_lr")

@@ -88,7 +88,8 @@ def test_reproduction_methods_and_conflict_measure():
     full, noproj = _aggregator("gcond-exact", m, 2), _aggregator("gcond-exact-noproj", m, 2)
     assert isinstance(noproj, GradientConductor) and noproj.max_iters == 0 and full.max_iters == 4
     assert not noproj.stochastic and _aggregator("gcond-stochastic-noproj", m, 2).stochastic
-    assert _aggregator("gcond-stochastic-code", m, 2).dominance_rule == "code"
+    assert _aggregator("gcond-stochastic-readme", m, 2).dominance_rule == "readme"
+    assert _aggregator("gcond-stochastic", m, 2).dominance_rule == "code"
     assert set(ABLATIONS) <= set(METHODS)
     a, b = [torch.tensor([1.0, 0.0])], [torch.tensor([-1.0, 1.0])]
     assert _task_cosine({"l1": a, "ssim": b}) == pytest.approx(-1 / math.sqrt(2))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .conductor import GradList, MultiTaskAggregator, _dot, _norm_sq
+from .conductor import GradList, MultiTaskAggregator, _check_finite_number, _dot, _norm_sq
 
 
 def _gram(grads: Sequence[GradList]) -> np.ndarray:
@@ -140,9 +140,7 @@ class CAGrad(MultiTaskAggregator):
     def __init__(self, model, loss_fns, lambdas=None, accumulation_steps: int = 1, *, c: float = 0.5,
                  rescale: bool = True, **kw):
         super().__init__(model, loss_fns, lambdas, accumulation_steps, **kw)
-        if c < 0:
-            raise ValueError(f"CAGrad c must be >= 0, got {c}")
-        self.c = float(c)
+        self.c = _check_finite_number("CAGrad c", c, low=0.0)
         self.rescale = bool(rescale)
 
     def combine(self, grads):
@@ -172,13 +170,9 @@ class GradNorm(MultiTaskAggregator):
                  weight_lr: float = 0.025, shared_param: Union[None, str, nn.Parameter] = None,
                  min_weight: float = 1e-3, **kw):
         super().__init__(model, loss_fns, lambdas, accumulation_steps, **kw)
-        if weight_lr <= 0:
-            raise ValueError(f"weight_lr must be positive, got {weight_lr}")
-        if min_weight <= 0:
-            raise ValueError(f"min_weight must be positive, got {min_weight}")
-        self.alpha = float(alpha)
-        self.weight_lr = float(weight_lr)
-        self.min_weight = float(min_weight)
+        self.alpha = _check_finite_number("GradNorm alpha", alpha, low=0.0)
+        self.weight_lr = _check_finite_number("weight_lr", weight_lr, low=0.0, low_open=True)
+        self.min_weight = _check_finite_number("min_weight", min_weight, low=0.0, low_open=True)
         self.shared_index = self._find_shared(model, shared_param)
         self.weights = torch.ones(len(self.tasks), dtype=torch.float64)
         self.initial_losses: Optional[torch.Tensor] = None

@@ -43,6 +43,24 @@ DataProvider = Callable[[], Tuple[Any, Any]]
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
+class NonFiniteError(ValueError, FloatingPointError):
+    """A non-finite task loss or task gradient: a ``ValueError`` (bad input) that is also the
+    ``FloatingPointError`` raised before."""
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_finite_number(name: str, value, *, low: Optional[float] = None, low_open: bool = False) -> float:
+    """``float(value)`` if it is a finite real number (>= / > ``low``); a clear ``ValueError`` otherwise."""
+    if not _finite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    return float(value)
+
+
 # ---------------------------------------------------------------------- flat-list helpers
 def _dot(a: GradList, b: GradList) -> float:
     return float(sum(torch.sum(x.float() * y.float()) for x, y in zip(a, b)))
@@ -103,6 +121,8 @@ class MultiTaskAggregator(abc.ABC):
         lambdas = {k: 1.0 for k in loss_fns} if lambdas is None else dict(lambdas)
         if set(lambdas) != set(loss_fns):
             raise ValueError(f"lambdas keys {sorted(lambdas)} must match loss_fns keys {sorted(loss_fns)}")
+        for k, v in lambdas.items():
+            _check_finite_number(f"lambdas[{k!r}] (task weight lambda)", v, low=0.0)
         if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be a positive int, got {accumulation_steps!r}")
         self.tasks: List[str] = list(loss_fns)
@@ -188,7 +208,14 @@ class MultiTaskAggregator(abc.ABC):
                 self.model.train(was_training)
         for k in self.tasks:
             if not math.isfinite(sums[k]):
-                raise FloatingPointError(f"loss of task {k!r} is not finite ({sums[k]})")
+                raise NonFiniteError(f"loss of task {k!r} is not finite ({sums[k]}); expected finite losses "
+                                     "(nothing was changed: .grad and the aggregator's state are as before)")
+        for k in self.tasks:
+            for p, acc in zip(self.params, self.accumulators[k]):
+                if not bool(torch.isfinite(acc).all()):
+                    raise NonFiniteError(f"gradient of task {k!r} is not finite (NaN/inf) for a parameter of shape "
+                                         f"{tuple(p.shape)} although its loss is finite; expected finite gradients "
+                                         "(nothing was changed: .grad and the aggregator's state are as before)")
         self.last_losses = sums
         return sums
 
@@ -244,9 +271,13 @@ class GradientConductor(MultiTaskAggregator):
        stability score next step).
 
     ``dominance_rule``: after one task won the last ``dominance_window``
-    resolutions, ``"paper"`` lets that dominant task win again (the authors'
-    documented rule), ``"code"`` makes the *other* task win (official
-    ``grad_conductor.py``).  ``prev_mode="raw"`` stores the pre-projection
+    resolutions, ``"code"`` (default) makes the *other* task win the next one
+    (official ``grad_conductor.py``), so no task is abandoned: on two conflicting
+    quadratics GCond then converges near the middle of the segment between the
+    optima, as the linear sum, PCGrad and CAGrad do.  ``"readme"`` lets the
+    dominant task win again (the sentence in the authors' README); it locks one
+    task in and abandons the other (position 0.99 on that segment), so it is
+    opt-in only.  ``prev_mode="raw"`` stores the pre-projection
     gradients instead of the post-projection ones the official code keeps.
     """
 
@@ -271,7 +302,7 @@ class GradientConductor(MultiTaskAggregator):
         stochastic: bool = True,
         freeze_bn: bool = True,
         shared_forward: bool = True,
-        dominance_rule: str = "paper",
+        dominance_rule: str = "code",
         prev_mode: str = "projected",
         projection_max_iters: Optional[int] = None,
         return_raw_grad: bool = False,
@@ -280,11 +311,20 @@ class GradientConductor(MultiTaskAggregator):
     ) -> None:
         super().__init__(model, loss_fns, lambdas, accumulation_steps, stochastic=stochastic,
                          freeze_bn=freeze_bn, buffer_dtype=buffer_dtype, shared_forward=shared_forward)
-        if not 0.0 <= momentum_beta < 1.0:
+        _check_finite_number("momentum_beta", momentum_beta, low=0.0)
+        if not momentum_beta < 1.0:
             raise ValueError(f"momentum_beta must be in [0, 1), got {momentum_beta}")
-        if trust_ratio_coef <= 0 or trust_ratio_clip <= 0:
-            raise ValueError(f"trust_ratio_coef and trust_ratio_clip must be > 0, got {trust_ratio_coef}, "
-                             f"{trust_ratio_clip}")
+        _check_finite_number("trust_ratio_coef", trust_ratio_coef, low=0.0, low_open=True)
+        _check_finite_number("trust_ratio_clip", trust_ratio_clip, low=0.0, low_open=True)
+        _check_finite_number("norm_ema_beta", norm_ema_beta, low=0.0)
+        _check_finite_number("remap_power", remap_power, low=0.0, low_open=True)
+        _check_finite_number("eps", eps, low=0.0, low_open=True)
+        if norm_cap is not None:
+            _check_finite_number("norm_cap", norm_cap, low=0.0, low_open=True)
+        for i, t in enumerate(conflict_thresholds):
+            _check_finite_number(f"conflict_thresholds[{i}]", t)
+        for i, t in enumerate(tie_breaking_weights):
+            _check_finite_number(f"tie_breaking_weights[{i}]", t, low=0.0)
         if not isinstance(dominance_window, int) or dominance_window < 0:
             raise ValueError(f"dominance_window must be a non-negative int, got {dominance_window!r}")
         if len(conflict_thresholds) != 3:
@@ -302,9 +342,13 @@ class GradientConductor(MultiTaskAggregator):
             raise ValueError(f"norm_cap must be positive or None, got {norm_cap}")
         if remap_power <= 0:
             raise ValueError(f"remap_power must be positive, got {remap_power}")
-        if dominance_rule not in ("paper", "code"):
-            raise ValueError(f"dominance_rule must be 'paper' (dominant task wins) or 'code' (the other task "
-                             f"wins), got {dominance_rule!r}")
+        if dominance_rule == "paper":
+            raise ValueError("dominance_rule='paper' was renamed 'readme' (the dominant task keeps winning, as the "
+                             "authors' README says; it abandons the other task); the default 'code' (the official "
+                             "code: the other task wins after a streak) balances conflicting tasks")
+        if dominance_rule not in ("code", "readme"):
+            raise ValueError(f"dominance_rule must be 'code' (after a streak the other task wins; default) or "
+                             f"'readme' (the dominant task keeps winning), got {dominance_rule!r}")
         if prev_mode not in ("projected", "raw"):
             raise ValueError(f"prev_mode must be 'projected' or 'raw', got {prev_mode!r}")
         if projection_max_iters is not None and projection_max_iters < 0:
@@ -357,7 +401,7 @@ class GradientConductor(MultiTaskAggregator):
         dom = self._dominant()
         if dom in (a, b):
             other = b if dom == a else a
-            return (dom, other) if self.dominance_rule == "paper" else (other, dom)
+            return (dom, other) if self.dominance_rule == "readme" else (other, dom)
         scaled = {k: math.sqrt(_norm_sq(grads[k])) / max(self.norm_ema[k], self.eps) for k in (a, b)}
         total = scaled[a] + scaled[b]
         w_stab, w_str = self.tie_breaking_weights
@@ -422,10 +466,12 @@ class GradientConductor(MultiTaskAggregator):
     def project(self, grads: Dict[str, GradList]) -> Dict[str, float]:
         """Norm EMA update, optional cap and the conflict loop (modifies ``grads`` in place)."""
         stats: Dict[str, float] = {"proj_iters": 0.0, "min_cosine_sim": 1.0}
-        for k in self.tasks:
-            n = math.sqrt(_norm_sq(grads[k]))
+        norms = {k: math.sqrt(_norm_sq(grads[k])) for k in self.tasks}
+        for k, n in norms.items():  # every task is checked before any state (norm EMA) changes
             if not math.isfinite(n):
-                raise FloatingPointError(f"gradient of task {k!r} is not finite (norm {n})")
+                raise NonFiniteError(f"gradient of task {k!r} is not finite (norm {n}); expected finite gradients")
+        for k in self.tasks:
+            n = norms[k]
             stats[f"raw_norm/{k}"] = n
             self.norm_ema[k] = max(self.norm_ema_beta * self.norm_ema[k] + (1 - self.norm_ema_beta) * n, self.eps)
             if self.norm_cap is not None and n > self.norm_cap:

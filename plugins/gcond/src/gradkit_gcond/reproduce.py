@@ -48,10 +48,10 @@ from .task import MaskedAutoencoder, PatchSampler, evaluate, generate_images, l1
 
 LAMBDAS = {"l1": 0.85, "ssim": 0.15}
 LOSSES = {"l1": l1_loss, "ssim": ssim_loss}
-METHODS = ["linear-sum", "pcgrad", "cagrad", "gradnorm", "gcond-exact", "gcond-stochastic", "gcond-stochastic-code",
+METHODS = ["linear-sum", "pcgrad", "cagrad", "gradnorm", "gcond-exact", "gcond-stochastic", "gcond-stochastic-readme",
            "gcond-exact-noproj", "gcond-stochastic-noproj"]
 BASELINES = [m for m in METHODS if not m.startswith("gcond")]
-GCOND = ["gcond-exact", "gcond-stochastic", "gcond-stochastic-code"]
+GCOND = ["gcond-exact", "gcond-stochastic", "gcond-stochastic-readme"]
 # ablations: GCond's accumulation + momentum + optimizer setup with the conflict loop switched off
 # (projection_max_iters=0), i.e. what remains of GCond when it resolves nothing
 ABLATIONS = ["gcond-exact-noproj", "gcond-stochastic-noproj"]
@@ -68,7 +68,7 @@ def _aggregator(name: str, model, n_acc: int):
         return GradNorm(model, LOSSES, LAMBDAS, n_acc, alpha=1.5)
     if name.startswith("gcond"):
         return GradientConductor(model, LOSSES, LAMBDAS, n_acc, stochastic="stochastic" in name,
-                                 dominance_rule="code" if name.endswith("-code") else "paper",
+                                 dominance_rule="readme" if name.endswith("-readme") else "code",
                                  projection_max_iters=0 if name.endswith("-noproj") else None)
     raise ValueError(f"unknown method {name!r}; expected one of {METHODS}")
 
@@ -207,7 +207,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     rel = abs(g["obj"] - ge["obj"]) / ge["obj"]
     res.add_claim("stochastic mode keeps the quality of exact mode (weighted val loss within 5 %)", rel <= 0.05,
                   f"0.85 L1 + 0.15 (1-SSIM): stochastic {g['obj']:.4f} vs exact {ge['obj']:.4f} ({100 * rel:.1f} %)")
-    gc = summary["gcond-stochastic-code"]
+    gc = summary["gcond-stochastic-readme"]
     res.add_note(f"dominance rule: documented ('paper', dominant task keeps winning) L1 {g['l1']:.4f}, 1-SSIM "
                  f"{g['ssim']:.4f}; official code (other task wins) L1 {gc['l1']:.4f}, 1-SSIM {gc['ssim']:.4f}")
     res.add_note(f"CPU scale: 16x16 generated crops, ~21k-param conv autoencoder, {cfg['steps']} steps x "
