@@ -35,9 +35,19 @@ def gradkit_register_explainers(register):
 
     Contract: ``create(name, model, target_layer=..., **kw)`` returns an object that
     is a context manager; ``cam(x, targets=None)`` returns a float tensor
-    ``(B, H, W)`` in ``[0, 1]`` on ``x``'s device (``targets=None`` explains the
-    predicted class).  Leaving the context removes every forward/backward hook the
-    explainer installed; the user's model is otherwise left unmodified.
+    ``(B, H, W)`` in ``[0, 1]`` on ``x``'s device for ``x`` of shape ``(B, C, H, W)``
+    (``targets=None`` explains the predicted class; one int applies to the whole
+    batch; otherwise one class per input).  Leaving the context removes every
+    forward/backward hook the explainer installed (also after an error); the
+    user's parameters, ``requires_grad`` flags, ``.grad`` fields and training modes
+    are left as they were.  Maps depend on the class: where two classes rest on
+    different regions, each class's map favours its own region.  Bad input is a
+    clear error naming the problem, never a silent all-zero or NaN map: NaN/inf in
+    ``x`` or in the logits, ``x`` that is not a non-empty floating ``(B, C, H, W)``
+    batch, targets that are not 1-D integer classes in range or not one per input,
+    a target layer outside the model.  Explainers may also accept a list of target
+    layers and a ``reshape_transform`` (pytorch-grad-cam's conventions).
+    :class:`gradkit_core.testing.explainers.ExplainerConformance` checks all of this.
     """
 
 
