@@ -108,7 +108,7 @@ def test_element_hessians_match_autograd_and_finite_differences():
     x_t, v_t, tb, pad_t, pad_n, p, pairs = args
     P = sim._P(p)
     els = sim._elements(x_t, v_t, tb, pad_t, pad_n, P, pairs)
-    H = sim._hessian(x, els, P, project=False)
+    H = sim.hessian_dense(x, els, P, project=False)
 
     def E(xf):
         return sim._energy(xf.reshape(-1, 3), x_t, v_t, tb, pad_t, pad_n, p, pairs)
@@ -149,7 +149,7 @@ def test_psd_projection():
         psd = (w >= 0).all(-1)
         assert torch.allclose(Bp[psd], B[psd], atol=1e-9 * max(1.0, float(B.abs().max())))
     assert some_negative, "the test state should contain indefinite element Hessians"
-    Hp = sim._hessian(x, els, P, project=True)
+    Hp = sim.hessian_dense(x, els, P, project=True)
     assert float(torch.linalg.eigvalsh(Hp).min()) > 0
 
 
@@ -205,4 +205,4 @@ def test_closed_form_blocks_equal_double_backward_blocks():
             A, B = closed[id(fn), id(idx)], auto[id(fn), id(idx)]
             assert torch.allclose(A, B, rtol=1e-9, atol=1e-9 * float(B.abs().max())), fn.__name__
             checked += 1
-    assert checked == 3  # edges, table, sphere pad
+    assert checked == 5  # edges, area, hinges, table, sphere pad

@@ -188,7 +188,7 @@ def tangent_basis(n: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- closed-form element Hessians
-# (the others -- area, hinge, box pad, vertex-face -- come from batched double backward in the simulator;
+# (the box pad's comes from batched double backward in the simulator;
 # tests check every block against autograd and finite differences)
 def _eye(n, like):
     return torch.eye(n, dtype=like.dtype, device=like.device)
@@ -246,4 +246,188 @@ def h_sphere(X, aux, p):
     return H + T.transpose(-1, -2) @ Hu @ T
 
 
-ANALYTIC_HESSIANS = {e_edge: h_edge, e_edge_obj: h_edge_obj, e_table: h_table, e_sphere: h_sphere}
+def _skew(v):
+    """Cross-product matrices [v]_x (..., 3, 3) with [v]_x w = v x w."""
+    z = torch.zeros_like(v[..., 0])
+    return torch.stack([torch.stack([z, -v[..., 2], v[..., 1]], -1),
+                        torch.stack([v[..., 2], z, -v[..., 0]], -1),
+                        torch.stack([-v[..., 1], v[..., 0], z], -1)], -2)
+
+
+def _outer(a, b):
+    return a.unsqueeze(-1) * b.unsqueeze(-2)
+
+
+def _sym(M):
+    return M + M.transpose(-1, -2)
+
+
+def _edge_frame_to_vertices(g, H):
+    """Map a gradient (..., 3m) and Hessian (..., 3m, 3m) in edge vectors ``e_i = x_i - x_0`` (i = 1..m) to the
+    vertices (x_0, ..., x_m): ``x_0`` gets minus the sum of the edge blocks."""
+    m = g.shape[-1] // 3
+    gv = g.reshape(*g.shape[:-1], m, 3)
+    g_out = torch.cat([-gv.sum(-2, keepdim=True), gv], -2).reshape(*g.shape[:-1], 3 * (m + 1))
+    Hb = H.reshape(*H.shape[:-2], m, 3, m, 3)
+    col0 = -Hb.sum(-2, keepdim=True)  # (…, m, 3, 1, 3): rows e_i, column x_0
+    top = torch.cat([col0, Hb], -2)  # (…, m, 3, m+1, 3)
+    row0 = -top.sum(-4, keepdim=True)  # row x_0
+    Hv = torch.cat([row0, top], -4)
+    return g_out, Hv.reshape(*H.shape[:-2], 3 * (m + 1), 3 * (m + 1))
+
+
+def h_area(X, aux, p):
+    """Closed-form Hessian of :func:`e_area`: ``A = |e1 x e2| / 2`` with ``|e1 x e2|^2 = (e1.e1)(e2.e2) - (e1.e2)^2``."""
+    e1, e2 = X[..., 1, :] - X[..., 0, :], X[..., 2, :] - X[..., 0, :]
+    s1, s2, m = dot(e1, e1), dot(e2, e2), dot(e1, e2)
+    N = s1 * s2 - m * m
+    z = torch.zeros_like(e1)
+    gs1, gs2, gm = torch.cat([2 * e1, z], -1), torch.cat([z, 2 * e2], -1), torch.cat([e2, e1], -1)
+    I3 = _eye(3, X).expand(*e1.shape[:-1], 3, 3)
+    Z3 = torch.zeros_like(I3)
+    Hs1 = torch.cat([torch.cat([2 * I3, Z3], -1), torch.cat([Z3, Z3], -1)], -2)
+    Hs2 = torch.cat([torch.cat([Z3, Z3], -1), torch.cat([Z3, 2 * I3], -1)], -2)
+    Hm = torch.cat([torch.cat([Z3, I3], -1), torch.cat([I3, Z3], -1)], -2)
+    gN = s2[..., None] * gs1 + s1[..., None] * gs2 - 2 * m[..., None] * gm
+    HN = (s2[..., None, None] * Hs1 + s1[..., None, None] * Hs2 + _sym(_outer(gs1, gs2))
+          - 2 * m[..., None, None] * Hm - 2 * _outer(gm, gm))
+    rN = torch.sqrt(N)
+    A = 0.5 * rN
+    gA = (0.25 / rN)[..., None] * gN
+    HA = (0.25 / rN)[..., None, None] * HN - (0.125 / (N * rN))[..., None, None] * _outer(gN, gN)
+    A0 = aux[..., 0]
+    d1 = 2.0 * p["Ka"] * (A - A0) / A0
+    d2 = 2.0 * p["Ka"] / A0
+    H = d2[..., None, None] * _outer(gA, gA) + d1[..., None, None] * HA
+    return _edge_frame_to_vertices(gA, H)[1]
+
+
+def hinge_angle_derivatives(X):
+    """Dihedral angle of hinges ``X`` (…, 4, 3) with its gradient (…, 12) and Hessian (…, 12, 12), in closed form.
+
+    With ``e = x1 - x0``, ``a = x2 - x0``, ``b = x3 - x0`` the face normals are ``n1 = e x a``, ``n2 = b x e`` and
+    ``theta = atan2(y, c)`` where ``y = (n1 x n2).e/|e| = -|e| e.(a x b)`` and
+    ``c = n1.n2 = (e.a)(e.b) - (e.e)(a.b)`` (Binet-Cauchy); both are polynomials in (e, a, b) apart from |e|.
+    """
+    x0 = X[..., 0, :]
+    e, a, b = X[..., 1, :] - x0, X[..., 2, :] - x0, X[..., 3, :] - x0
+    z = torch.zeros_like(e)
+    I3 = _eye(3, X).expand(*e.shape[:-1], 3, 3)
+    Z3 = torch.zeros_like(I3)
+
+    def blocks(B):  # 3x3 grid of (…, 3, 3) blocks -> (…, 9, 9)
+        return torch.cat([torch.cat(row, -1) for row in B], -2)
+
+    # D = e.(a x b)
+    D = dot(e, cross(a, b))
+    gD = torch.cat([cross(a, b), cross(b, e), cross(e, a)], -1)
+    Sa, Sb, Se = _skew(a), _skew(b), _skew(e)
+    HD = blocks([[Z3, -Sb, Sa], [Sb, Z3, -Se], [-Sa, Se, Z3]])
+    # |e|
+    le = torch.linalg.vector_norm(e, dim=-1)
+    eh = e / le[..., None]
+    gl = torch.cat([eh, z, z], -1)
+    Hl = blocks([[(I3 - _outer(eh, eh)) / le[..., None, None], Z3, Z3], [Z3, Z3, Z3], [Z3, Z3, Z3]])
+    # y = -|e| D
+    y = -le * D
+    gy = -(D[..., None] * gl + le[..., None] * gD)
+    Hy = -(D[..., None, None] * Hl + _sym(_outer(gl, gD)) + le[..., None, None] * HD)
+    # c = pq - st with p = e.a, q = e.b, s = e.e, t = a.b
+    pp, q, s, t = dot(e, a), dot(e, b), dot(e, e), dot(a, b)
+    gp, gq = torch.cat([a, e, z], -1), torch.cat([b, z, e], -1)
+    gs, gt = torch.cat([2 * e, z, z], -1), torch.cat([z, b, a], -1)
+    Hp = blocks([[Z3, I3, Z3], [I3, Z3, Z3], [Z3, Z3, Z3]])
+    Hq = blocks([[Z3, Z3, I3], [Z3, Z3, Z3], [I3, Z3, Z3]])
+    Hs = blocks([[2 * I3, Z3, Z3], [Z3, Z3, Z3], [Z3, Z3, Z3]])
+    Ht = blocks([[Z3, Z3, Z3], [Z3, Z3, I3], [Z3, I3, Z3]])
+    c = pp * q - s * t
+    gc = q[..., None] * gp + pp[..., None] * gq - t[..., None] * gs - s[..., None] * gt
+    Hc = (q[..., None, None] * Hp + pp[..., None, None] * Hq + _sym(_outer(gp, gq))
+          - t[..., None, None] * Hs - s[..., None, None] * Ht - _sym(_outer(gs, gt)))
+    # theta = atan2(y, c)
+    r2 = y * y + c * c
+    ty, tc = c / r2, -y / r2
+    tyy, tcc, tyc = -2 * y * c / r2**2, 2 * y * c / r2**2, (y * y - c * c) / r2**2
+    g = ty[..., None] * gy + tc[..., None] * gc
+    H = (ty[..., None, None] * Hy + tc[..., None, None] * Hc + tyy[..., None, None] * _outer(gy, gy)
+         + tcc[..., None, None] * _outer(gc, gc) + tyc[..., None, None] * _sym(_outer(gy, gc)))
+    gv, Hv = _edge_frame_to_vertices(g, H)
+    return torch.atan2(y, c), gv, Hv
+
+
+def h_hinge(X, aux, p):
+    """Closed-form Hessian of :func:`e_hinge`: ``2 K_b w (grad theta grad theta^T + (theta - theta_bar) hess theta)``."""
+    th, g, H = hinge_angle_derivatives(X)
+    k = 2.0 * p["Kb"] * aux[..., 0]
+    return k[..., None, None] * (_outer(g, g) + (th - aux[..., 1])[..., None, None] * H)
+
+
+def _triple_derivatives(u, v, w):
+    """``D = u.(v x w)`` with its gradient (…, 9) and Hessian (…, 9, 9) in the variables (u, v, w)."""
+    Z3 = torch.zeros(*u.shape[:-1], 3, 3, dtype=u.dtype, device=u.device)
+    Su, Sv, Sw = _skew(u), _skew(v), _skew(w)
+    D = dot(u, cross(v, w))
+    gD = torch.cat([cross(v, w), cross(w, u), cross(u, v)], -1)
+    HD = torch.cat([torch.cat([Z3, -Sw, Sv], -1), torch.cat([Sw, Z3, -Su], -1), torch.cat([-Sv, Su, Z3], -1)], -2)
+    return D, gD, HD
+
+
+def h_vertex_face(X, aux, p, mu_key="mu_cloth"):
+    """Closed-form Hessian of :func:`e_vertex_face`.
+
+    ``d = sgn D / R`` with ``D = w.(e1 x e2)``, ``R = |e1 x e2| = sqrt((e1.e1)(e2.e2) - (e1.e2)^2)``, ``w = p - a``,
+    ``e1 = b - a``, ``e2 = c - a``; the friction term is a function of ``u = T J x`` with a constant J (lagged
+    barycentric weights and tangents), so its Hessian is ``J^T T^T f0'' T J``.
+    """
+    pt, a, b, c = X[..., 0, :], X[..., 1, :], X[..., 2, :], X[..., 3, :]
+    w, e1, e2 = pt - a, b - a, c - a
+    D, gD, HD = _triple_derivatives(w, e1, e2)
+    z = torch.zeros_like(w)
+    I3 = _eye(3, X).expand(*w.shape[:-1], 3, 3)
+    Z3 = torch.zeros_like(I3)
+
+    def blocks(B):
+        return torch.cat([torch.cat(row, -1) for row in B], -2)
+
+    s1, s2, m = dot(e1, e1), dot(e2, e2), dot(e1, e2)
+    N2 = s1 * s2 - m * m
+    gs1, gs2, gm = torch.cat([z, 2 * e1, z], -1), torch.cat([z, z, 2 * e2], -1), torch.cat([z, e2, e1], -1)
+    Hs1 = blocks([[Z3, Z3, Z3], [Z3, 2 * I3, Z3], [Z3, Z3, Z3]])
+    Hs2 = blocks([[Z3, Z3, Z3], [Z3, Z3, Z3], [Z3, Z3, 2 * I3]])
+    Hm = blocks([[Z3, Z3, Z3], [Z3, Z3, I3], [Z3, I3, Z3]])
+    gN = s2[..., None] * gs1 + s1[..., None] * gs2 - 2 * m[..., None] * gm
+    HN = (s2[..., None, None] * Hs1 + s1[..., None, None] * Hs2 + _sym(_outer(gs1, gs2))
+          - 2 * m[..., None, None] * Hm - 2 * _outer(gm, gm))
+    R = torch.sqrt(N2)
+    gR = gN / (2 * R)[..., None]
+    HR = HN / (2 * R)[..., None, None] - _outer(gN, gN) / (4 * R**3)[..., None, None]
+    sg = aux[..., 0]
+    d = sg * D / R
+    gd = sg[..., None] * (gD / R[..., None] - (D / R**2)[..., None] * gR)
+    Hd = sg[..., None, None] * (HD / R[..., None, None] - _sym(_outer(gD, gR)) / (R**2)[..., None, None]
+                                - (D / R**2)[..., None, None] * HR + (2 * D / R**3)[..., None, None] * _outer(gR, gR))
+    gap = p["eps_c"] - d
+    act = (gap > 0).to(X.dtype)
+    H9 = (act * p["k_contact"])[..., None, None] * (_outer(gd, gd) - gap[..., None, None] * Hd)
+    # (w, e1, e2) -> vertices (a, p, b, c), then reorder to (p, a, b, c)
+    _, H = _edge_frame_to_vertices(gd, H9)
+    perm = torch.tensor([3, 4, 5, 0, 1, 2, 6, 7, 8, 9, 10, 11])
+    H = H[..., perm, :][..., :, perm]
+    # friction: u = T (D0 - sum_i b_i D_i), D = X - X_t
+    bb = aux[..., 2:5]
+    T = aux[..., 5:11].reshape(*aux.shape[:-1], 2, 3)
+    coef = torch.cat([torch.ones_like(bb[..., :1]), -bb], -1)  # (…, 4)
+    J = (coef[..., None, :, None] * T[..., :, None, :]).reshape(*aux.shape[:-1], 2, 12)
+    Xt = aux[..., 11:23].reshape(*aux.shape[:-1], 4, 3)
+    u = (J * (X - Xt).reshape(*X.shape[:-2], 1, 12)).sum(-1)
+    Hu = (p[mu_key] * aux[..., 1])[..., None, None] * hess_friction_u(u, p["eps_f"])
+    return H + J.transpose(-1, -2) @ Hu @ J
+
+
+def h_vertex_face_obj(X, aux, p):
+    return h_vertex_face(X, aux, p, mu_key="mu_obj")
+
+
+ANALYTIC_HESSIANS = {e_edge: h_edge, e_edge_obj: h_edge_obj, e_table: h_table, e_sphere: h_sphere,
+                     e_area: h_area, e_hinge: h_hinge, e_vertex_face: h_vertex_face,
+                     e_vertex_face_obj: h_vertex_face_obj}

@@ -4,8 +4,10 @@ One step solves (ThinShellLab eq. for the time step)::
 
     x_{t+1} = argmin_x  1/(2 dt^2) |x - x_t - dt v_t|_M^2 + E_elastic(x) - M g . x + E_contact(x) + E_friction(x)
 
-with Newton's method (per-element Hessian blocks projected to PSD by an eigenvalue clamp, dense
-assembly, Cholesky solve, backtracking Armijo line search) until the Newton step is below ``tol``.
+with Newton's method (the exact Hessian when it is positive definite, else per-element Hessian blocks projected
+to PSD by an eigenvalue clamp; sparse assembly into a fixed CSR pattern, sparse LU with a symmetric ordering
+reused across Newton iterations while the steps shrink fast, backtracking Armijo line search) until the Newton
+step is below ``tol``.
 
 Gradients come from the implicit function theorem: :class:`_NewtonStep` is a ``torch.autograd.Function``
 whose backward solves ``H lambda = dL/dx_{t+1}`` with the *unprojected* Hessian and returns
@@ -23,6 +25,9 @@ import warnings
 from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 
 from . import energies as en
@@ -31,6 +36,10 @@ from .mesh import DTYPE, Body, make_sheet, triangle_areas
 PARAM_NAMES = ("Kl", "Ka", "Kb", "K_obj", "k_contact", "k_att", "mu_table", "mu_pad", "mu_cloth", "mu_obj")
 DEFAULT_PARAMS = dict(Kl=1e3, Ka=1e3, Kb=100.0, K_obj=1e4, k_contact=1e3, k_att=1e4, mu_table=0.5, mu_pad=1.0,
                       mu_cloth=0.2, mu_obj=1.0)
+#: initial gap (m) between bodies that start touching and their contact distance: scenes start just off the
+#: kink of the one-sided penalty (and of the lagged normal force), so the rollout is differentiable in the
+#: initial positions; bodies settle into contact during the first step
+START_CLEARANCE = 5e-5
 _POSITIVE = ("Kl", "Ka", "k_contact", "k_att", "K_obj")
 
 
@@ -121,8 +130,8 @@ class ThinShellSim:
                  max_moving_dist: float = 1e-3, newton_max_iter: int = 100, tol: float = 1e-7,
                  on_fail: str = "raise", contact_radius: float = 5e-3, hessian_reuse_ratio: float = 0.25,
                  projection: str = "auto", analytic_hessians: bool = True, **params):
-        if scene is None:
-            sheet = make_sheet(n, size, origin=(0.0, 0.0, eps_contact))
+        if scene is None:  # a sheet just above the table's contact distance (off the penalty's kink)
+            sheet = make_sheet(n, size, origin=(0.0, 0.0, eps_contact + START_CLEARANCE))
             scene = Scene(bodies=[sheet])
         if not isinstance(scene, Scene):
             raise TypeError(f"scene must be a Scene, got {type(scene).__name__}")
@@ -154,6 +163,7 @@ class ThinShellSim:
         self.last_stats = StepStats()
         self.stats_log: List[StepStats] = []
         self._build()
+        self._sparsity()
 
     # ------------------------------------------------------------------ setup
     def param_vector(self, **overrides) -> torch.Tensor:
@@ -406,22 +416,66 @@ class ThinShellSim:
                 out[id(fn), id(idx)] = Hg.detach()[: 3 * k].permute(1, 0, 2, 3).reshape(n, 3 * k, 3 * k)
         return out
 
-    def _hessian(self, x, els, P, project: bool):
-        H = torch.diag((self.mass / self.dt**2).repeat_interleave(3))
-        blocks_all = self.element_hessians(x, els, P)
+    def _sparsity(self):
+        """CSR pattern of the Hessian for the fixed elements (membrane, hinges, block springs) and every vertex's
+        3x3 diagonal block (mass, table, pads, attachments), with each element entry's position in it."""
+        N = self.n_dof
+        groups = [t for t in (self.edge_idx, self.tri_idx, self.hinge_idx, self.obj_edge_idx) if len(t)]
+        keys = []
+        for idx in groups:
+            r, c = _block_rc(idx)
+            keys.append(r * N + c)
+        dr, dc = _block_rc(torch.arange(self.n_vertices)[:, None])
+        keys.append(dr * N + dc)
+        uniq, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        rows, cols = uniq // N, uniq % N
+        self._sp_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=N))]).astype(np.int32)
+        self._sp_indices = cols.astype(np.int32)
+        self._sp_nnz = len(uniq)
+        self._sp_pos, o = {}, 0
+        for idx, k in zip(groups, keys[:-1]):
+            self._sp_pos[id(idx)] = (idx, inv[o:o + len(k)])
+            o += len(k)
+        self._sp_diag = inv[o:].reshape(self.n_vertices, 9)
+        self._sp_mass = np.repeat(self.mass.numpy() / self.dt**2, 3)
+        self._sp_mass_pos = self._sp_diag[:, [0, 4, 8]].reshape(-1)
+
+    def _hessian(self, x, els, P, project: bool, blocks_all=None):
+        """Assembled Hessian of the incremental potential as a scipy CSR matrix (n_dof x n_dof); ``blocks_all``:
+        the element blocks of :meth:`element_hessians` at ``x`` when already computed."""
+        N = self.n_dof
+        vals, pos, extra = [self._sp_mass], [self._sp_mass_pos], []
+        if blocks_all is None:
+            blocks_all = self.element_hessians(x, els, P)
         for fn, idx, aux in els:
             k = idx.shape[1]
             if fn is en.e_attach:
-                blocks = P["k_att"] * torch.eye(3, dtype=DTYPE).expand(len(idx), 3, 3)
+                blocks = (P["k_att"] * torch.eye(3, dtype=DTYPE)).expand(len(idx), 3, 3)
             else:
                 blocks = blocks_all[id(fn), id(idx)]
                 if project:
                     blocks = project_psd(blocks)
-            dof = (3 * idx[:, :, None] + torch.arange(3)).reshape(len(idx), 3 * k)
-            rows = dof[:, :, None].expand(-1, 3 * k, 3 * k)
-            cols = dof[:, None, :].expand(-1, 3 * k, 3 * k)
-            H.index_put_((rows.reshape(-1), cols.reshape(-1)), blocks.reshape(-1), accumulate=True)
+            b = blocks.detach().reshape(-1).numpy()
+            known = self._sp_pos.get(id(idx))
+            if known is not None and known[0] is idx:
+                vals.append(b)
+                pos.append(known[1])
+            elif k == 1:
+                vals.append(b)
+                pos.append(self._sp_diag[idx[:, 0].numpy()].reshape(-1))
+            else:  # vertex-face contact pairs: outside the fixed pattern
+                r, c = _block_rc(idx)
+                extra.append((b, r, c))
+        data = np.bincount(np.concatenate(pos), weights=np.concatenate(vals), minlength=self._sp_nnz)
+        H = sp.csr_matrix((data, self._sp_indices, self._sp_indptr), shape=(N, N))
+        if extra:
+            b, r, c = (np.concatenate(t) for t in zip(*extra))
+            H = (H + sp.coo_matrix((b, (r, c)), shape=(N, N)).tocsr()).tocsr()
         return H
+
+    def hessian_dense(self, x, els, P, project: bool = False) -> torch.Tensor:
+        """The assembled Hessian as a dense torch tensor (for tests and diagnostics)."""
+        return torch.from_numpy(self._hessian(x, els, P, project).toarray())
 
     # ------------------------------------------------------------------ Newton solve
     @torch.no_grad()
@@ -450,18 +504,21 @@ class ThinShellSim:
             E, g = energy_grad(x)
             gf = g.reshape(-1)
             if L is None:
-                # projected Hessian; reused (chord Newton) while the steps keep shrinking fast
+                # sparse LU (symmetric ordering, diagonal pivots) of the exact Hessian when it is positive definite,
+                # else of the per-element PSD-projected one; reused (chord Newton) while the steps shrink fast
                 n_hess += 1
-                info = 1
+                L = None
+                blocks = self.element_hessians(x, els, P)
                 if self.projection == "auto":
-                    H = self._hessian(x, els, P, project=False)
-                    L, info = torch.linalg.cholesky_ex(H)
-                if int(info) != 0:
-                    H = self._hessian(x, els, P, project=True)
-                    L, info = torch.linalg.cholesky_ex(H)
-                if int(info) != 0:
-                    L, _ = torch.linalg.cholesky_ex(H + 1e-9 * H.diagonal().abs().max() * torch.eye(len(gf), dtype=DTYPE))
-            dx = -torch.cholesky_solve(gf[:, None], L)[:, 0].reshape(-1, 3)
+                    L = _factor_pd(self._hessian(x, els, P, project=False, blocks_all=blocks))
+                if L is None:
+                    H = self._hessian(x, els, P, project=True, blocks_all=blocks)
+                    L = _factor_pd(H)
+                    if L is None:
+                        L = _factor_pd(H + 1e-9 * abs(H.diagonal()).max() * sp.identity(H.shape[0], format="csr"))
+                    if L is None:
+                        break
+            dx = -torch.from_numpy(L.solve(gf.numpy())).reshape(-1, 3)
             if not torch.isfinite(dx).all():
                 break
             step_norm = float(dx.abs().max())
@@ -595,6 +652,32 @@ class ThinShellSim:
         return E
 
 
+def _block_rc(idx: torch.Tensor):
+    """Row and column DOF indices (flattened numpy) of the (3k x 3k) blocks of elements with vertex index ``idx``."""
+    n, k = idx.shape
+    dof = (3 * idx[:, :, None] + torch.arange(3)).reshape(n, 3 * k).numpy().astype(np.int64)
+    rows = np.broadcast_to(dof[:, :, None], (n, 3 * k, 3 * k)).reshape(-1)
+    cols = np.broadcast_to(dof[:, None, :], (n, 3 * k, 3 * k)).reshape(-1)
+    return rows, cols
+
+
+def _factor_pd(H):
+    """Sparse LU of a symmetric matrix with a symmetric fill-reducing ordering and diagonal pivots, so that
+    ``P^T H P = L D L^T`` and the signs of ``U``'s diagonal are H's inertia.  Returns the factorisation when H is
+    positive definite, else ``None``."""
+    try:
+        lu = spla.splu(H.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                       options=dict(SymmetricMode=True))
+    except RuntimeError:  # a zero pivot: singular
+        return None
+    if not np.array_equal(lu.perm_r, lu.perm_c):  # not a symmetric permutation: inertia unknown
+        return None
+    d = lu.U.diagonal()
+    if not (np.isfinite(d).all() and (d > 0).all()):
+        return None
+    return lu
+
+
 def project_psd(blocks: torch.Tensor) -> torch.Tensor:
     """Clamp the eigenvalues of symmetric blocks (n, k, k) at zero."""
     sym = 0.5 * (blocks + blocks.transpose(-1, -2))
@@ -623,7 +706,10 @@ class _NewtonStep(torch.autograd.Function):
             P = sim._P(p.detach())
             els = sim._elements(x_t.detach(), v_t.detach(), theta_bar.detach(), pad_t.detach(), pad_n.detach(), P, pairs)
             H = sim._hessian(x_new.detach(), els, P, project=False)
-            lam = torch.linalg.solve(H, gx.reshape(-1))
+            try:
+                lam = torch.from_numpy(spla.splu(H.tocsc()).solve(gx.detach().reshape(-1).numpy().copy()))
+            except RuntimeError:  # exactly singular
+                lam = torch.full((H.shape[0],), float("nan"), dtype=DTYPE)
         if not torch.isfinite(lam).all():
             raise NewtonError("adjoint solve with the step's Hessian produced non-finite values (singular Hessian)")
         with torch.enable_grad():

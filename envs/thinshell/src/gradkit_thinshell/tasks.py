@@ -19,7 +19,7 @@ from typing import Callable, List, Optional
 import torch
 
 from .mesh import DTYPE, make_block, make_sheet
-from .sim import Pad, Scene, State, ThinShellSim
+from .sim import START_CLEARANCE, Pad, Scene, State, ThinShellSim
 
 
 @dataclass
@@ -48,6 +48,10 @@ def _sim_kwargs(defaults: dict, kw: dict) -> dict:
     return out
 
 
+#: horizontal offset (in cells) of a body resting on a sheet, chosen so that vertices project into triangle interiors
+TIE_SHIFT = (0.13, 0.31)
+
+
 # ----------------------------------------------------------------------------- separate
 def _separate_reward(task, states):
     bot, top = task.info["bottom"], task.info["top"]
@@ -57,11 +61,14 @@ def _separate_reward(task, states):
 
 def separate_task(n: int = 6, size: float = 0.04, horizon: int = 30, radius: float = 0.012, gap: float = 1e-3,
                   **sim_kw) -> Task:
-    eps = sim_kw.get("eps_contact", 4e-4)
+    eps = sim_kw.get("eps_contact", 4e-4) + START_CLEARANCE  # off the contact kink (see sim.START_CLEARANCE)
     bottom = make_sheet(n, size, origin=(0.0, 0.0, eps), name="bottom")
-    top = make_sheet(n, size, origin=(0.0, 0.0, 2 * eps), name="top")
+    # the top sheet is shifted by a fraction of a cell so that no vertex lies exactly over a vertex or an edge of the
+    # other sheet (there the nearest-face choice is a tie and the rollout is not differentiable)
+    dx = size / (n - 1)
+    top = make_sheet(n, size, origin=(TIE_SHIFT[0] * dx, TIE_SHIFT[1] * dx, 2 * eps), name="top")
     zc = 2 * eps + eps + radius + gap
-    pad = Pad("sphere", (size / 2, size / 2, zc), radius)
+    pad = Pad("sphere", (size / 2 + TIE_SHIFT[0] * dx, size / 2 + TIE_SHIFT[1] * dx, zc), radius)  # over the top sheet
     scene = Scene(bodies=[bottom, top], pads=[pad], contacts=[(0, 1, "mu_cloth")])
     sim = ThinShellSim(scene, **_sim_kwargs(dict(mu_pad=1.0, mu_cloth=0.1, mu_table=0.6), sim_kw))
     info = dict(bottom=sim.body_verts[0], top=sim.body_verts[1])
@@ -79,10 +86,12 @@ def _lift_reward(task, states):
 
 def lift_task(n: int = 6, size: float = 0.04, horizon: int = 30, target_offset=(0.0, 0.0, 0.01),
               block_size=(0.012, 0.012, 0.006), block_res=(3, 3, 2), **sim_kw) -> Task:
-    eps = sim_kw.get("eps_contact", 4e-4)
+    eps = sim_kw.get("eps_contact", 4e-4) + START_CLEARANCE
     sheet = make_sheet(n, size, origin=(0.0, 0.0, eps), name="sheet")
     bz = eps + eps + block_size[2] / 2
-    block = make_block(block_size, block_res, center=(size / 2, size / 2, bz), name="block")
+    dx = size / (n - 1)  # off-centre by a fraction of a cell: no block vertex over a sheet vertex or edge
+    block = make_block(block_size, block_res, center=(size / 2 + TIE_SHIFT[0] * dx, size / 2 + TIE_SHIFT[1] * dx, bz),
+                       name="block")
     hw = 0.003
     pads = [Pad("box", (0.0, size / 2, eps), (hw, size / 2, hw)), Pad("box", (size, size / 2, eps), (hw, size / 2, hw))]
     left = [iy * n for iy in range(n)]
@@ -103,7 +112,7 @@ def fold_task(n: int = 7, size: float = 0.04, horizon: int = 30, target_angle: f
               yield_angle: Optional[float] = 0.3, **sim_kw) -> Task:
     if n % 2 == 0:
         raise ValueError(f"fold task needs an odd n so that a vertex row lies on the crease, got {n}")
-    eps = sim_kw.get("eps_contact", 4e-4)
+    eps = sim_kw.get("eps_contact", 4e-4) + START_CLEARANCE
     sheet = make_sheet(n, size, origin=(0.0, 0.0, eps), name="sheet")
     hw = 0.003
     pad = Pad("box", (size, size / 2, eps), (hw, size / 2, hw))
@@ -121,7 +130,7 @@ def fold_task(n: int = 7, size: float = 0.04, horizon: int = 30, target_angle: f
 
 # ----------------------------------------------------------------------------- sliding (inverse design)
 def sliding_task(n: int = 4, size: float = 0.03, horizon: int = 20, v0=(0.3, 0.0, 0.0), **sim_kw) -> Task:
-    eps = sim_kw.get("eps_contact", 4e-4)
+    eps = sim_kw.get("eps_contact", 4e-4) + START_CLEARANCE
     sheet = make_sheet(n, size, origin=(0.0, 0.0, eps), name="sheet")
     sim = ThinShellSim(Scene(bodies=[sheet]), **_sim_kwargs(dict(mu_table=0.4), sim_kw))
     v = torch.tensor(v0, dtype=DTYPE).expand(sim.n_vertices, 3).clone()
