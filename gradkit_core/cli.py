@@ -28,15 +28,7 @@ class _LazyModule:
 
 
 json = _LazyModule("json")
-subprocess = _LazyModule("subprocess")
-time = _LazyModule("time")
 _catalog = _LazyModule("gradkit_core.catalog")
-
-
-def Path(*a):  # noqa: N802 - lazy pathlib.Path
-    from pathlib import Path as _P
-
-    return _P(*a)
 
 
 def _gk():
@@ -140,92 +132,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     rows = [
         {
             "name": r.name,
+            "distribution": r.distribution,
             "version": r.version,
             "status": r.status,
             "components": len(r.components),
-            "error": r.error,
+            "error": "; ".join([r.error] * bool(r.error) + [f"warning: {w}" for w in r.warnings]),
         }
         for r in recs
     ]
-    _print_rows(rows, ["name", "version", "status", "components", "error"])
+    _print_rows(rows, ["name", "distribution", "version", "status", "components", "error"])
     return 0
 
 
-# ---------------------------------------------------------------------- install
-def _constraints_file(root) -> Optional[object]:
-    p = root / "tools" / "constraints.txt"
-    return p if p.is_file() else None
-
-
-def cmd_install(args: argparse.Namespace) -> int:
-    entries = []
-    for name in args.names:
-        e = _catalog.find(name) or _catalog.find_component(name)
-        if e is None:
-            known = ", ".join(sorted(x.name for x in _catalog.entries())) or "(no catalog found)"
-            print(f"error: {name!r} is not a first-party plugin; catalogued: {known}", file=sys.stderr)
-            return 2
-        if not e.path.is_dir():
-            print(f"error: {e.name}: directory {e.path} does not exist (install from a source checkout)",
-                  file=sys.stderr)
-            return 2
-        entries.append(e)
-    cmd = [sys.executable, "-m", "pip", "install"]
-    cons = _constraints_file(Path(entries[0].root))
-    if cons is not None:
-        cmd += ["-c", str(cons)]
-    for e in entries:
-        cmd += (["-e"] if args.editable else []) + [str(e.path)]
-    print("$ " + " ".join(cmd))
-    if args.dry_run:
-        return 0
-    return subprocess.call(cmd)
-
-
-# ---------------------------------------------------------------------- experiments
-def _run_experiment(kind: str, args: argparse.Namespace) -> int:
-    import inspect
-
-    gk = _gk()
-    spec = gk.info(args.name, kind=kind)
-    fn = spec.load()
-    params = inspect.signature(fn).parameters
-    accepts_var = any(p.kind == p.VAR_KEYWORD for p in params.values())
-    wanted = {"quick": args.quick, "full": args.full, "seed": args.seed, "progress": not args.no_progress}
-    out_dir = Path(args.out) if args.out else Path("results") / spec.name
-    wanted["out"] = out_dir
-    kwargs = {k: v for k, v in wanted.items() if accepts_var or k in params}
-    if args.full and "full" not in kwargs:
-        print(f"error: {kind[:-1]} {spec.name!r} has no --full mode", file=sys.stderr)
-        return 2
-    for opt, value in (("jobs", args.jobs), ("resume", args.resume or None)):
-        if value is None:
-            continue
-        if not (accepts_var or opt in params):
-            print(f"error: {kind[:-1]} {spec.name!r} does not take --{opt} (it runs in one process, "
-                  f"from scratch)", file=sys.stderr)
-            return 2
-        kwargs[opt] = value
-    t0 = time.perf_counter()
-    result = fn(**kwargs)
-    elapsed = time.perf_counter() - t0
-    from .results import Result
-
-    if not isinstance(result, Result):
-        print(f"error: {spec.target_path} returned {type(result).__name__}, expected gradkit_core.results.Result",
-              file=sys.stderr)
-        return 1
-    result.meta.setdefault("seconds", round(elapsed, 2))
-    result.meta.setdefault("quick", args.quick)
-    result.meta.setdefault("seed", args.seed)
-    print(result.report())
-    written = result.save(out_dir)
-    print("\nwrote " + ", ".join(str(p) for p in written) + f"  ({elapsed:.1f} s)")
-    if args.check and not result.all_passed:
-        return 1
-    return 0
-
-
+# ---------------------------------------------------------------------- the verbs that do work
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -236,52 +155,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def cmd_install(args: argparse.Namespace) -> int:
+    from . import _commands
+
+    return _commands.cmd_install(args)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    return _run_experiment("reproductions", args)
+    from . import _commands
+
+    return _commands.run_experiment("reproductions", args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    return _run_experiment("benchmarks", args)
+    from . import _commands
+
+    return _commands.run_experiment("benchmarks", args)
 
 
-# ---------------------------------------------------------------------- doctor
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from importlib.metadata import PackageNotFoundError, version
+    from . import _commands
 
-    gk = _gk()
-    problems = 0
-    print(f"python        {sys.version.split()[0]} ({sys.executable})")
-    for pkg in ("gradkit-core", "pluggy", "attrs", "torch", "gymnasium", "mujoco"):
-        try:
-            v = version(pkg)
-        except PackageNotFoundError:
-            v = "not installed"
-        print(f"{pkg.ljust(13)} {v}")
-    print(f"strict mode   {'on' if os.environ.get('GRADKIT_STRICT') else 'off'} (GRADKIT_STRICT)")
-    path = _catalog.catalog_path()
-    print(f"catalog       {path or 'not found (set GRADKIT_CATALOG)'}")
-    recs = gk.plugins()
-    print(f"plugins       {len(recs)} discovered, {sum(len(r.components) for r in recs)} components")
-    for r in recs:
-        if r.status != "ok":
-            problems += 1
-            print(f"  ! {r.name} ({r.distribution} {r.version}): {r.status}: {r.error}")
-    if path is not None:
-        installed = {r.name for r in recs}
-        missing = [e.name for e in _catalog.entries() if e.name not in installed]
-        if missing:
-            print(f"  catalogued but not installed: {', '.join(missing)}  (gradkit install NAME)")
-        for e in _catalog.entries():
-            if e.name not in installed:
-                continue
-            have = {(s.kind, s.name) for s in gk.list(plugin=e.name)}
-            for kind, names in e.components.items():
-                for n in names:
-                    if (kind, n) not in have:
-                        problems += 1
-                        print(f"  ! {e.name}: catalogued {kind} {n!r} is not registered by the installed plugin")
-    print("ok" if problems == 0 else f"{problems} problem(s)")
-    return 0 if problems == 0 else 1
+    return _commands.cmd_doctor(args)
 
 
 # ---------------------------------------------------------------------- main
@@ -290,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gradkit",
         description="One registry for gradient-based machine-learning methods.",
     )
+    p.add_argument("--version", action="version", version=f"gradkit-core {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     kinds = list(KIND_HOOKS)
 
@@ -311,9 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_plugins)
 
-    s = sub.add_parser("install", help="pip-install first-party plugins from the catalog")
-    s.add_argument("names", nargs="+")
-    s.add_argument("--editable", "-e", action="store_true")
+    s = sub.add_parser("install", help="pip-install first-party plugins with their first-party dependencies")
+    s.add_argument("names", nargs="+", metavar="NAME", help="plugin (or component) name from the catalog")
+    s.add_argument("--from", dest="source", metavar="DIR",
+                   help="a gradkit checkout or a wheelhouse made by tools/build_wheels.py (default: $GRADKIT_SOURCE, "
+                        "else the checkout of an editable core)")
+    s.add_argument("--editable", "-e", action="store_true", help="editable installs (from a checkout)")
+    s.add_argument("--reinstall", action="store_true", help="also reinstall first-party dependencies already installed")
     s.add_argument("--dry-run", action="store_true", help="print the pip command only")
     s.set_defaults(func=cmd_install)
 
@@ -340,7 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; ordinary errors print one line ``error: ...`` and return 1 (a failure while
+    working) or 2 (a request that cannot be served: unknown name, bad option, broken catalog)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -349,8 +257,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return args.func(args)
     except GradkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        code = getattr(exc, "code", None)
+        if code is None:
+            from .errors import ComponentImportError
+
+            code = 1 if isinstance(exc, ComponentImportError) else 2
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return code
     except BrokenPipeError:  # pragma: no cover - `gradkit list | head`
         return 0
 

@@ -224,10 +224,31 @@ def gradkit_register_solvers(register):
 def gradkit_register_benchmarks(register):
     """Register benchmarks (kind ``benchmarks``): speed/memory comparisons and task suites.
 
-    Contract: the target is a callable ``run(*, quick=False, out=None, seed=0,
-    progress=True) -> gradkit_core.results.Result``.  ``gradkit bench NAME`` runs
-    the benchmark registered under the plugin's name.  Comparisons run side by
-    side in one process and report ratios.
+    Contract: the target is a callable ``run(*, quick=False, full=False, seed=0, jobs=1, resume=False,
+    out=None, progress=True) -> Result`` (see below); ``gradkit bench NAME`` runs the benchmark
+    registered under the plugin's name.  Comparisons run side by side in one process and report
+    ratios.
+
+    The callable's keyword arguments (it declares the ones it supports; the CLI passes only those
+    and refuses an option the callable does not take):
+
+    ``quick`` (bool)
+        the smallest setting that still decides the claims it reports (seconds to a minute or two);
+    ``full`` (bool)
+        the long setting, where there is one (``gradkit ... --full``);
+    ``seed`` (int)
+        base seed; everything random derives from it;
+    ``jobs`` (int) / ``resume`` (bool)
+        for experiments made of independent runs: worker processes
+        (:func:`gradkit_core.results.run_many`) and reuse of the runs stored under ``out/runs``;
+    ``out`` (Path or None)
+        a directory the core has already created and checked writable; the callable may keep
+        run caches there, but does **not** save its result: the core writes ``NAME.json`` (with
+        the run's metadata: seconds, seed, mode, versions, command) and ``NAME.png`` once;
+    ``progress`` (bool)
+        show a progress bar for long loops.
+
+    It returns a :class:`gradkit_core.results.Result`.
     """
 
 
@@ -235,11 +256,31 @@ def gradkit_register_benchmarks(register):
 def gradkit_register_reproductions(register):
     """Register small-scale reproductions of a paper's claim (kind ``reproductions``).
 
-    Contract: the target is a callable ``run(*, quick=False, out=None, seed=0,
-    progress=True) -> gradkit_core.results.Result``; it trains/evaluates the
-    method next to the paper's baselines, seeded, and reports the paper's own
-    metrics together with whether each claimed direction held.
-    ``gradkit reproduce NAME`` runs it.
+    Contract: the target is a callable ``run(*, quick=False, full=False, seed=0, jobs=1,
+    resume=False, out=None, progress=True) -> Result``; it trains/evaluates the method next to the
+    paper's baselines, seeded, and reports the paper's own metrics together with whether each claimed
+    direction held, decided over seeds with a noise margin.  ``gradkit reproduce NAME`` runs it.
+
+    The callable's keyword arguments (it declares the ones it supports; the CLI passes only those
+    and refuses an option the callable does not take):
+
+    ``quick`` (bool)
+        the smallest setting that still decides the claims it reports (seconds to a minute or two);
+    ``full`` (bool)
+        the long setting, where there is one (``gradkit ... --full``);
+    ``seed`` (int)
+        base seed; everything random derives from it;
+    ``jobs`` (int) / ``resume`` (bool)
+        for experiments made of independent runs: worker processes
+        (:func:`gradkit_core.results.run_many`) and reuse of the runs stored under ``out/runs``;
+    ``out`` (Path or None)
+        a directory the core has already created and checked writable; the callable may keep
+        run caches there, but does **not** save its result: the core writes ``NAME.json`` (with
+        the run's metadata: seconds, seed, mode, versions, command) and ``NAME.png`` once;
+    ``progress`` (bool)
+        show a progress bar for long loops.
+
+    It returns a :class:`gradkit_core.results.Result`.
     """
 
 

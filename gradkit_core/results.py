@@ -104,12 +104,17 @@ class Result:
         return written
 
     def plot(self, path: Path) -> Optional[Path]:
+        """Draw the curves into ``path``; without matplotlib, say so on stderr and return None."""
         try:
             import matplotlib
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-        except Exception:  # noqa: BLE001 - plotting is optional
+        except ImportError as exc:
+            import sys
+
+            print(f"warning: no plot written to {path}: matplotlib cannot be imported ({exc}); "
+                  "install it with `pip install matplotlib` (or gradkit-core[plot])", file=sys.stderr)
             return None
         panels = list(self.curves.items())
         n = len(panels)

@@ -22,13 +22,22 @@ class CLI:
     def __init__(self, pythonpath: Path):
         self.pythonpath = pythonpath
 
-    def run(self, *args, env=None, check=True):
+    def env(self, env=None):
         e = dict(os.environ)
         e["PYTHONPATH"] = str(self.pythonpath) + os.pathsep + e.get("PYTHONPATH", "")
-        e.pop("GRADKIT_STRICT", None)
+        e["GRADKIT_CACHE_DIR"] = str(self.pythonpath.parent / "gradkit-cache")
+        for k in ("GRADKIT_STRICT", "GRADKIT_CATALOG", "GRADKIT_SOURCE", "GRADKIT_NO_CACHE"):
+            e.pop(k, None)
         e.update(env or {})
-        proc = subprocess.run([sys.executable, "-m", "gradkit_core", *args], capture_output=True, text=True, env=e,
-                              timeout=120)
+        return e
+
+    def python(self, code, env=None):
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              env=self.env(env), timeout=120)
+
+    def run(self, *args, env=None, check=True):
+        proc = subprocess.run([sys.executable, "-m", "gradkit_core", *args], capture_output=True, text=True,
+                              env=self.env(env), timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"gradkit {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc

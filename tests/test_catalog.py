@@ -21,9 +21,24 @@ def entries():
     return {e.name: e for e in catalog.entries()}
 
 
-def test_catalog_is_found_and_parses():
-    assert catalog.catalog_path() == ROOT / "registry.toml"
+def test_catalog_ships_in_the_package_and_is_the_top_level_file():
+    path = catalog.catalog_path()
+    assert path == ROOT / "gradkit_core" / "registry.toml", "the catalog is package data of gradkit_core"
+    assert path.resolve() == (ROOT / "registry.toml").resolve(), "in a checkout it is the top-level registry.toml"
     assert entries(), "registry.toml lists no package"
+
+
+@pytest.mark.parametrize("pkg_dir", PACKAGE_DIRS, ids=[p.name for p in PACKAGE_DIRS])
+def test_requires_lists_exactly_the_first_party_dependencies(pkg_dir):
+    import re
+
+    e = entries()[pkg_dir.name]
+    meta = tomllib.loads((pkg_dir / "pyproject.toml").read_text())
+    deps = {re.split(r"[<>=!~\[; ]", d)[0] for d in meta["project"]["dependencies"]}
+    first_party = {d[len("gradkit-"):] for d in deps if d.startswith("gradkit-") and d != "gradkit-core"}
+    assert set(e.requires) == first_party, f"{pkg_dir.name}: registry.toml requires {sorted(e.requires)}, " \
+                                           f"pyproject depends on {sorted(first_party)}"
+    assert "gradkit-core" in {d for d in deps}, f"{pkg_dir.name} must depend on gradkit-core"
 
 
 @pytest.mark.parametrize("pkg_dir", PACKAGE_DIRS, ids=[p.name for p in PACKAGE_DIRS])
@@ -57,10 +72,13 @@ def test_every_catalogued_component_is_registered_when_installed():
                              f"registered-but-uncatalogued {sorted(have - want)}"
 
 
-def test_install_dry_run_uses_catalog_and_constraints(capsys):
+def test_install_dry_run_uses_catalog_closure_and_constraints(capsys):
     from gradkit_core import cli
 
-    assert cli.main(["install", "lion", "--dry-run", "-e"]) == 0
+    assert cli.main(["install", "lion", "--dry-run", "-e", "--reinstall"]) == 0
     out = capsys.readouterr().out
-    assert "tools/constraints.txt" in out and str(ROOT / "plugins" / "lion") in out and "-e" in out
+    assert "tools/constraints.txt" in out and "-e" in out
+    assert str(ROOT / "plugins" / "lion") in out and str(ROOT / "plugins" / "support") in out, \
+        "the first-party dependency (support) is installed from the checkout too"
+    assert out.index("plugins/support") < out.index("plugins/lion")
     assert cli.main(["install", "no-such-plugin"]) == 2

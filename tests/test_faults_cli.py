@@ -1,8 +1,9 @@
 """Fault isolation through real entry points and the real CLI (subprocesses).
 
-Each faulty plugin is a fake installed distribution on PYTHONPATH; the installed
-first-party plugins keep listing and creating, `gradkit --help` and `gradkit
-plugins` keep working, and the faulty one shows a status and a one-line reason.
+Each faulty plugin is a fake installed distribution on PYTHONPATH beside a fake good one; the good
+one keeps listing and loading, `gradkit --help` and `gradkit plugins` keep working, and the faulty
+one shows a status and a one-line reason.  Only fake plugins are asserted on: these tests hold with
+no first-party plugin installed.
 """
 
 import pytest
@@ -13,7 +14,8 @@ PLUGIN_API_VERSION = 1
 
 @hookimpl
 def gradkit_register_metrics(register):
-    register("fake-good-metric", "collections:Counter", summary="a working third plugin")
+    register("fake-good-metric", "collections:Counter", summary="a working third plugin",
+             paper={"title": "Counting", "arxiv": "0000.00001", "year": 2000})
 """
 
 FAULTS = {
@@ -77,16 +79,14 @@ def test_faulty_plugin_is_isolated(cli, fake_dist, fault):
     assert reason in plugins["faulty"]["error"]
     assert "\n" not in plugins["faulty"]["error"], "the reason is one line"
     assert plugins["fakegood"]["status"] == "ok"
-    assert plugins["lion"]["status"] == "ok", "first-party plugins keep working"
 
     names = {(c["kind"], c["name"]) for c in cli.json("list")}
-    assert ("metrics", "fake-good-metric") in names and ("optimizers", "lion") in names
+    assert ("metrics", "fake-good-metric") in names
     assert not any(n in ("partial-metric", "future-metric", "never") for _, n in names)
     table = cli.run("plugins").stdout
     assert "faulty" in table and status in table
-    # creating from the other plugins still works (imports torch in that subprocess only)
-    out = cli.run("info", "lion", "--kind", "optimizers").stdout
-    assert "2302.06675" in out
+    out = cli.run("info", "fake-good-metric", "--kind", "metrics", "--doc").stdout
+    assert "0000.00001" in out and "collections:Counter" in out
     doctor = cli.run("doctor", check=False)
     assert doctor.returncode == 1 and "faulty" in doctor.stdout
 
@@ -111,9 +111,9 @@ def gradkit_register_metrics(register):
     res = cli.run("info", "shared-name", check=False)
     assert res.returncode == 2 and "clasha/shared-name" in res.stderr and "clashb/shared-name" in res.stderr
     assert "collections:OrderedDict" in cli.run("info", "clashb/shared-name").stdout
-    assert plugins["lion"]["status"] == "ok"
 
 
-def test_unknown_name_error_from_cli(cli):
-    res = cli.run("info", "lino", check=False)
-    assert res.returncode == 2 and "lion" in res.stderr
+def test_unknown_name_error_from_cli(cli, fake_dist):
+    fake_dist("gradkit-fake-good", "fake_good", GOOD, "fakegood")
+    res = cli.run("info", "fake-good-metrc", check=False)
+    assert res.returncode == 2 and "fake-good-metric" in res.stderr and res.stderr.count("\n") == 1

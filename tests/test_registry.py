@@ -262,3 +262,80 @@ def test_specs_are_frozen():
         spec.name = "other"
     with pytest.raises(TypeError):
         spec.defaults["x"] = 1
+
+
+# ---------------------------------------------------------------------- create() and errors that name things
+class TakesLr:
+    def __init__(self, params, lr=0.1, momentum=0.0):
+        self.params, self.lr, self.momentum = params, lr, momentum
+
+
+def test_defaults_fill_only_what_the_caller_did_not_give():
+    reg = Registry([good(opt="toy-opt", target=f"{__name__}:TakesLr", defaults={"lr": 0.5, "momentum": 0.9})])
+    o = reg.create("toy-opt", [1], 1e-3)  # lr given positionally: the registered default must not collide
+    assert (o.lr, o.momentum) == (1e-3, 0.9)
+    o = reg.create("toy-opt", [1], momentum=0.1)
+    assert (o.lr, o.momentum) == (0.5, 0.1)
+    o = reg.create("toy-opt", [1], 2e-3, 0.2)
+    assert (o.lr, o.momentum) == (2e-3, 0.2)
+
+
+def test_bad_keyword_names_the_component_and_what_it_accepts():
+    reg = Registry([good(opt="toy-opt", target=f"{__name__}:TakesLr")])
+    with pytest.raises(TypeError, match=r"optimizer 'toy-opt' .*TakesLr.*'betas'.*accepts: params, lr, momentum"):
+        reg.create("toy-opt", [1], betas=(0.9, 0.99))
+    with pytest.raises(TypeError, match="optimizer 'toy-opt'"):
+        reg.create("toy-opt", [1], 0.1, 0.2, 0.3)  # too many positional arguments
+
+
+def test_registered_default_the_target_does_not_accept_is_reported_as_a_plugin_bug():
+    reg = Registry([good(opt="toy-opt", target=f"{__name__}:TakesLr", defaults={"nesterov": True})])
+    with pytest.raises(TypeError, match="registers default.*'nesterov'.*bug in the plugin"):
+        reg.create("toy-opt", [1])
+
+
+def test_wrong_kind_lookup_says_where_the_name_exists():
+    reg = Registry([good(opt="toy-opt")])
+    with pytest.raises(gk.UnknownNameError, match=r"no installed explainer 'toy-opt': 'toy-opt' is an installed "
+                                                  r"optimizer \(kind='optimizers'\)"):
+        reg.resolve("toy-opt", kind="explainers")
+
+
+@pytest.mark.parametrize("bad", [3, None, b"x*", ["ok", 3]])
+def test_list_rejects_a_pattern_that_is_not_a_wildcard(bad):
+    reg = Registry([good()])
+    with pytest.raises(TypeError, match="pattern must be a shell wildcard"):
+        reg.list(pattern=bad)
+    with pytest.raises(TypeError, match="kind must be a string"):
+        reg.list(kind=3)
+
+
+def test_target_that_fails_to_import_is_a_component_import_error():
+    reg = Registry([good(opt="ghost", target="no_such_module_abc:Thing")])
+    with pytest.raises(gk.ComponentImportError, match="optimizer 'ghost' from plugin 'good': cannot import module"):
+        reg.create("ghost")
+
+
+def test_strict_failure_leaves_the_registry_empty_and_a_retry_does_not_duplicate():
+    eps = [good(), FakeEP("broken", error=ImportError("nope"))]
+    reg = Registry(eps, strict=True)
+    with pytest.raises(gk.PluginLoadError):
+        reg.list()
+    reg._strict = False
+    assert [(s.name, s.plugin) for s in reg.list()] == [("sgd-like", "good")]
+    assert len(reg.plugins()) == 2
+
+
+def test_same_entry_point_name_from_two_distributions_is_loaded_twice_and_flagged():
+    a, b = good("twin", opt="twin-a"), good("twin", opt="twin-b")
+
+    class Dist:
+        def __init__(self, name):
+            self.metadata = {"Name": name}
+
+    a.dist, b.dist = Dist("gradkit-twin"), Dist("other-twin")
+    reg = Registry([a, b])
+    recs = {p.name: p for p in reg.plugins()}
+    assert set(recs) == {"twin@gradkit-twin", "twin@other-twin"}
+    assert all(r.status == "conflict" and "entry-point name 'twin'" in r.error for r in recs.values())
+    assert reg.resolve("twin-a").plugin == "twin@gradkit-twin" and reg.resolve("twin-b").plugin == "twin@other-twin"
