@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import gradkit_core as gk
+from gradkit_core.testing.transforms import TransformConformance
 from gradkit_tract.tract import TrAct, TrActConv2d, TrActLinear, apply_tract, tract_weight_grad
 
 torch.set_num_threads(1)
@@ -156,9 +157,9 @@ def test_apply_tract_replaces_first_layer_and_trains_with_any_optimizer():
 
 def test_gradkit_create_and_registration():
     lin = nn.Linear(4, 3)
-    tr = gk.create("tract", lin, kind="optimizers")
+    tr = gk.create("tract", lin, kind="transforms")
     assert isinstance(tr, TrActLinear) and tr.lam == 0.1
-    spec = gk.info("tract", kind="optimizers")
+    spec = gk.info("tract", kind="transforms")
     assert "gradient-transform" in spec.tags and spec.paper.arxiv == "2410.23970"
 
 
@@ -201,3 +202,87 @@ def test_matches_torch_tract_golden_values():
         ((y - theirs(x)) ** 2).mean().backward()
         assert torch.allclose(layer.weight.grad, ref_layer.weight.grad, rtol=1e-4, atol=1e-6)
         assert torch.allclose(layer.bias.grad, ref_layer.bias.grad.reshape(-1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------- autocast, idempotence, the transforms contract
+_AUTOCAST_CASES = [
+    (lambda: nn.Linear(8, 5), (30, 8)),            # direct branch (b >= n)
+    (lambda: nn.Linear(8, 5), (4, 8)),             # Woodbury branch (b < n)
+    (lambda: nn.Conv2d(2, 5, 3, padding=1), (3, 2, 6, 6)),
+    (lambda: nn.Conv2d(2, 5, 3, 2, 1), (1, 2, 4, 4)),  # B·L = 4 < n = 18: Woodbury
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", range(len(_AUTOCAST_CASES)))
+def test_works_under_autocast_and_solves_in_float32(dtype, case):
+    """Under torch.autocast the forward is the autocast layer's (half-precision output) and the backward
+    solves the small system in float32 (it used to fail with dtype errors); gradients come back in the
+    parameters' dtype and match the float32 run to the half-precision rounding of the forward."""
+    make, shape = _AUTOCAST_CASES[case]
+    torch.manual_seed(0)
+    layer = make()
+    ref = copy.deepcopy(layer)
+    x = torch.randn(*shape)
+    with torch.autocast("cpu", dtype=dtype):
+        y = TrAct(layer, lam=0.1)(x)
+        loss = (y.float() ** 2).mean()
+    loss.backward()
+    (TrAct(ref, lam=0.1)(x) ** 2).mean().backward()
+    assert y.dtype == dtype
+    assert layer.weight.grad.dtype == torch.float32 and layer.bias.grad.dtype == torch.float32
+    rel = float((layer.weight.grad - ref.weight.grad).norm() / ref.weight.grad.norm())
+    assert rel < (2e-2 if dtype == torch.bfloat16 else 3e-3), rel
+    assert torch.allclose(layer.bias.grad, ref.bias.grad, rtol=2e-2, atol=1e-3)
+
+
+def test_wrapping_is_idempotent():
+    from gradkit_support.models import SmallCNN
+
+    lin = nn.Linear(3, 2)
+    once = TrAct(lin, lam=0.2)
+    assert TrAct(once, lam=0.2) is once
+    with pytest.raises(ValueError, match="already a TrAct layer"):
+        TrAct(once, lam=0.5)
+    model = SmallCNN(width=4)
+    second_linear = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][1]
+    apply_tract(model, lam=0.1)
+    apply_tract(model, lam=0.1)  # used to wrap the next layer as well
+    wrapped = [m for m in model.modules() if isinstance(m, (TrActLinear, TrActConv2d))]
+    assert len(wrapped) == 1 and wrapped[0] is model.features[0]
+    assert any(m is second_linear for m in model.modules()), "the second layer must stay a plain layer"
+    with pytest.raises(ValueError, match="already a TrAct layer"):
+        apply_tract(model, lam=1.0)
+
+
+def test_nonfinite_input_and_gradient_are_clear_errors():
+    conv = nn.Conv2d(1, 2, 3)
+    tr = TrAct(conv)
+    x = torch.randn(2, 1, 5, 5)
+    x[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        tr(x)
+    y = tr(torch.randn(2, 1, 5, 5))
+    with pytest.raises(ValueError, match="gradient arriving"):
+        y.backward(torch.full_like(y, float("inf")))
+    assert conv.weight.grad is None
+
+
+class TestTrActLinearConformance(TransformConformance):
+    component = "tract"
+    form = "wrapper"
+    finite_hyperparameters = ("lam",)
+
+
+class TestTrActConv2dConformance(TransformConformance):
+    component = "tract"
+    form = "wrapper"
+    component_kwargs = {"lam": 0.5}
+    finite_hyperparameters = ("lam",)
+
+    def make_layer(self, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Conv2d(2, 3, 3, padding=1)
+
+    def wrapper_input(self, seed: int = 2) -> torch.Tensor:
+        return torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(seed))

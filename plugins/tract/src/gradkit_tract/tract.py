@@ -10,6 +10,12 @@ least-squares fit; the closed form replaces only the weight gradient of that lay
 
 Both are the same matrix (push-through identity).  The input and bias gradients are the ordinary ones, and
 any optimizer steps on ``∇̃_W`` as if it were the gradient.  As λ → ∞, ``λ·∇̃_W`` → the plain gradient.
+
+Under ``torch.autocast`` (bf16 / fp16) the forward is the autocast layer's; the backward computes in at least
+float32 (the small ``n×n`` or ``b×b`` system is solved in float32: half-precision linear algebra is not
+available and would lose the system's conditioning) and returns each gradient in its tensor's dtype.
+Wrapping is idempotent: ``TrAct`` of a TrAct layer returns it unchanged, and ``apply_tract`` on a model whose
+first layer is already wrapped changes nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +37,22 @@ def _check(lam: float, branch: str, inv: str) -> None:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}")
     if inv not in INVERSES:
         raise ValueError(f"inv must be one of {INVERSES}, got {inv!r}")
+
+
+def _compute_dtype(*ts: torch.Tensor) -> torch.dtype:
+    """float64 if any tensor is float64, else float32 (bf16/fp16 are promoted for the solve)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
+
+
+def _check_finite_input(x: torch.Tensor, where: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{where}: the input contains NaN or inf; TrAct's least-squares system needs finite inputs")
+
+
+def _check_finite_grad(gz: torch.Tensor, where: str) -> None:
+    if not bool(torch.isfinite(gz).all()):
+        raise ValueError(f"{where}: the gradient arriving from the layers above contains NaN or inf (non-finite loss "
+                         "or activations); nothing was written to this layer's .grad")
 
 
 def _spd_solve(M: torch.Tensor, R: torch.Tensor, inv: str) -> torch.Tensor:
@@ -74,25 +96,33 @@ def tract_weight_grad(x: torch.Tensor, grad_z: torch.Tensor, lam: float = 0.1, b
 class _TrActLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, lam, branch, inv):
+        _check_finite_input(x, "TrActLinear")
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.cfg = (lam, branch, inv)
         return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, gz):
         x, weight = ctx.saved_tensors
-        gx = gz @ weight if ctx.needs_input_grad[0] else None
-        gw = tract_weight_grad(x, gz, *ctx.cfg) if ctx.needs_input_grad[1] else None
-        gb = gz.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        _check_finite_grad(gz, "TrActLinear backward")
+        with torch.autocast(device_type=gz.device.type, enabled=False):
+            dt = _compute_dtype(x, weight, gz)
+            xf, wf, gzf = x.to(dt), weight.to(dt), gz.to(dt)
+            gx = (gzf @ wf).to(x.dtype) if ctx.needs_input_grad[0] else None
+            gw = tract_weight_grad(xf, gzf, *ctx.cfg).to(weight.dtype) if ctx.needs_input_grad[1] else None
+            gb = gzf.sum(0).to(ctx.bias_dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb, None, None, None
 
 
 class _TrActConv2dFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, lam, branch, inv):
+        _check_finite_input(x, "TrActConv2d")
         ctx.save_for_backward(x, weight)  # the input, not its unfolding: unfold again in backward
         ctx.has_bias = bias is not None
+        ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.conv = (stride, padding)
         ctx.cfg = (lam, branch, inv)
         return F.conv2d(x, weight, bias, stride, padding)
@@ -100,10 +130,18 @@ class _TrActConv2dFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gz):
         x, weight = ctx.saved_tensors
+        _check_finite_grad(gz, "TrActConv2d backward")
+        with torch.autocast(device_type=gz.device.type, enabled=False):
+            return _TrActConv2dFn._backward(ctx, x, weight, gz)
+
+    @staticmethod
+    def _backward(ctx, x_in, w_in, gz_in):
+        dt = _compute_dtype(x_in, w_in, gz_in)
+        x, weight, gz = x_in.to(dt), w_in.to(dt), gz_in.to(dt)
         stride, padding = ctx.conv
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.nn.grad.conv2d_input(x.shape, weight, gz, stride=stride, padding=padding)
+            gx = torch.nn.grad.conv2d_input(x.shape, weight, gz, stride=stride, padding=padding).to(x_in.dtype)
         if ctx.needs_input_grad[1]:
             cols = F.unfold(x, weight.shape[2:], padding=padding, stride=stride)  # (B, n, L)
             X = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (B·L, n)
@@ -117,9 +155,9 @@ class _TrActConv2dFn(torch.autograd.Function):
             else:
                 G = gz.flatten(2).transpose(1, 2).reshape(-1, gz.shape[1])  # (B·L, C_out)
                 gw = tract_weight_grad(X, G, lam, "woodbury", inv)
-            gw = gw.reshape(weight.shape)
+            gw = gw.reshape(weight.shape).to(w_in.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = gz.sum((0, 2, 3))
+            gb = gz.sum((0, 2, 3)).to(ctx.bias_dtype)
         return gx, gw, gb, None, None, None, None, None
 
 
@@ -190,8 +228,16 @@ def TrAct(layer: Union[nn.Linear, nn.Conv2d], lam: float = 0.1, branch: str = "a
     """Wrap a first layer (``nn.Linear`` or ``nn.Conv2d``) so that its weight gradient is TrAct's.
 
     The returned module shares the layer's weight and bias, so an optimizer built before or after wrapping
-    steps the same parameters.  ``lam`` is λ (paper default 0.1).
+    steps the same parameters.  ``lam`` is λ (paper default 0.1).  Wrapping a TrAct layer again returns it
+    unchanged (idempotent); asking for a different configuration of an already wrapped layer is a clear error.
     """
+    if isinstance(layer, (TrActLinear, TrActConv2d)):
+        _check(lam, branch, inv)
+        if (layer.lam, layer.branch, layer.inv) != (float(lam), branch, inv):
+            raise ValueError(f"the layer is already a TrAct layer with lam={layer.lam}, branch={layer.branch!r}, "
+                             f"inv={layer.inv!r}; set those attributes to change it instead of wrapping it again "
+                             f"(asked for lam={lam}, branch={branch!r}, inv={inv!r})")
+        return layer
     if isinstance(layer, nn.Conv2d):
         return TrActConv2d(layer, lam=lam, branch=branch, inv=inv)
     if isinstance(layer, nn.Linear):
@@ -201,11 +247,17 @@ def TrAct(layer: Union[nn.Linear, nn.Conv2d], lam: float = 0.1, branch: str = "a
 
 def apply_tract(model: nn.Module, first_layer_name: Optional[str] = None, lam: float = 0.1, **kwargs) -> nn.Module:
     """Replace ``model``'s first layer (by dotted name, or the first Linear/Conv2d in module order) with its
-    TrAct wrapper, in place; returns ``model``.  Parameters and state-dict keys are unchanged."""
+    TrAct wrapper, in place; returns ``model``.  Parameters and state-dict keys are unchanged.
+
+    Idempotent: if the first layer (in module order) is already a TrAct layer, nothing changes (the next
+    layer is never wrapped by a second call)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"apply_tract expects an nn.Module, got {type(model).__name__}")
     if first_layer_name is None:
         for name, mod in model.named_modules():
+            if isinstance(mod, (TrActLinear, TrActConv2d)):
+                TrAct(mod, lam=lam, **kwargs)  # same configuration, or a clear error
+                return model
             if isinstance(mod, (nn.Linear, nn.Conv2d)):
                 first_layer_name = name
                 break
