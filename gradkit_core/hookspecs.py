@@ -61,28 +61,40 @@ def gradkit_register_optimizers(register):
     ``step(closure=None)`` calls the closure under ``torch.enable_grad()`` and
     returns its loss; parameters whose ``grad`` is ``None`` are left untouched;
     ``state_dict()`` / ``load_state_dict()`` round-trip to an identical
-    continuation.  A non-finite learning rate or other hyperparameter is a
-    ``ValueError`` at construction; a non-finite gradient is a clear error raised
-    before any parameter or state is changed (all groups are checked first).
+    continuation.  A NaN, inf or negative learning rate or weight decay (and any
+    other non-finite or out-of-range hyperparameter) is a ``ValueError`` at
+    construction; a NaN/inf gradient is a clear ``ValueError`` (or
+    ``FloatingPointError``) raised before any parameter or state is changed, even
+    when it sits in a later param group (all groups are checked first).
+    :class:`gradkit_core.testing.optimizers.OptimizerConformance` checks it.
     Things that rewrite gradients for *any* optimizer are kind ``transforms``.
     """
 
 
 @hookspec
 def gradkit_register_transforms(register):
-    """Register gradient transforms (kind ``transforms``): multi-task gradient aggregators
-    and layer wrappers that rewrite ``p.grad`` for whatever optimizer the user steps.
+    """Register gradient transforms (kind ``transforms``): they decide what lands in ``p.grad``
+    for whatever optimizer the user steps, and never change a parameter themselves.
 
-    They are not optimizers: they never change parameters themselves.
+    Two forms:
 
-    Contract, for an aggregator: ``create(name, params, **hp)`` with ``params`` the shared
-    parameters; it combines per-task gradients (``combine(grads)``) and writes the result
-    into each shared parameter's ``.grad``; state it keeps across steps round-trips through
-    ``state_dict()`` / ``load_state_dict()``.  For a layer wrapper: ``create(name, module,
-    **hp)`` returns the module whose backward writes the transformed gradient, and
-    applying it twice is the same as once.  Non-finite losses, gradients or
-    hyperparameters are a clear ``ValueError``; a failed call leaves ``.grad`` and the
-    transform's state as they were.  :mod:`gradkit_core.testing.transforms` checks it.
+    * **multi-task aggregators** -- ``create(name, model, loss_fns={task: fn(output, target)},
+      lambdas={task: weight} or None, accumulation_steps=N, **hp)``; ``step(data_provider)``
+      pulls N micro-batches (``data_provider() -> (inputs, targets)``), accumulates one gradient
+      per task (of ``lambda_i * L_i``), combines them (``combine(grads)``, grads
+      ``{task: [tensor per trainable parameter]}``) and writes the result into ``.grad`` of every
+      trainable parameter of ``model``, returning a dict of statistics; then ``optimizer.step()``.
+      With agreeing tasks the written gradient points along the summed gradient (a sign-type
+      output: a descent direction).  State kept across steps round-trips through
+      ``state_dict()`` / ``load_state_dict()``.  A NaN, inf or negative ``lambdas`` entry, or a
+      non-finite hyperparameter, is a ``ValueError`` at construction; a non-finite task loss or
+      task gradient is a ``ValueError`` raised before ``.grad`` or the state change.
+    * **layer wrappers** -- ``create(name, layer, **hp)`` returns a module that shares the
+      layer's parameters and state-dict keys, computes the layer's forward and writes the
+      transformed gradient in backward; wrapping a wrapped layer returns it unchanged.  A
+      non-finite input or upstream gradient is a ``ValueError`` that leaves ``.grad`` as it was.
+
+    :class:`gradkit_core.testing.transforms.TransformConformance` checks both.
     """
 
 
