@@ -92,8 +92,8 @@ class _FakeFastTokenizer:
 def test_hf_style_encoding_covers_secret_tokens_fully():
     texts = ['ip = "10.20.30.40"', "nothing here"]
     enc = encode_with_secret_mask(_FakeFastTokenizer(), texts)
-    assert set(enc) == {"input_ids", "attention_mask", "secret_mask"}
-    m = enc["secret_mask"]
+    assert set(enc) == {"input_ids", "attention_mask", "forget_mask"}
+    m = enc["forget_mask"]
     # chars 6..17 are the IP: grid tokens [6,9), [9,12), [12,15), [15,18) -> token indices 3..6 (after BOS)
     assert m[0].nonzero().flatten().tolist() == [3, 4, 5, 6]
     assert not m[1].any()
@@ -122,3 +122,58 @@ def test_secret_generators_formats():
     assert len(h) == 32 and secret_spans(h, ("hex",)) == [(0, 32)]
     with pytest.raises(ValueError, match="kind"):
         make_secret("ssn", rng)
+
+
+# every secret type the README claims, on strings written for this test: the whole secret is masked
+_SECRETS = {
+    "email": ('owner = "jane.doe@corp.example"\n', "jane.doe@corp.example"),
+    "ipv4": ('DB_HOST = "203.0.113.77"\n', "203.0.113.77"),
+    "aws_key": ('AWS = "AKIAQWERTYUIOPASDFGH"\n', "AKIAQWERTYUIOPASDFGH"),
+    "api_key": ('api_key = "s3cr3t-Value_99"\n', "s3cr3t-Value_99"),
+    "hex": ('h = "0123456789abcdef0123456789abcdef"\n', "0123456789abcdef0123456789abcdef"),
+    "private_key": ("k = '''-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1b2c3d4\nAbCdEf0123\n"
+                    "-----END RSA PRIVATE KEY-----'''\n",
+                    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1b2c3d4\nAbCdEf0123\n-----END RSA PRIVATE KEY-----"),
+    "github": ('tok = "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"\n', "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"),
+    "gitlab": ('x = "glpat-Ab3dEf6hIj9lMn2pQr5t"\n', "glpat-Ab3dEf6hIj9lMn2pQr5t"),
+    "jwt": ('auth = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJuIjo3fQ.Zm9vYmFyYmF6cXV4X3NpZ25hdHVyZV8xMjM0"\n',
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJuIjo3fQ.Zm9vYmFyYmF6cXV4X3NpZ25hdHVyZV8xMjM0"),
+    "slack": ('hook = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"\n',
+              "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"),
+    "stripe": ('k = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"\n', "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    "openai": ('k = "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"\n',
+               "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"),
+    "sendgrid": ('k = "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"\n',
+                 "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"),
+    "npm": ("//registry.npmjs.org/:_authToken=npm_abcdefghijklmnopqrstuvwxyz0123456789\n",
+            "npm_abcdefghijklmnopqrstuvwxyz0123456789"),
+    "twilio": ('sid = "AC0123456789abcdef0123456789abcdef"\n', "AC0123456789abcdef0123456789abcdef"),
+    "discord": ('bot = "MTE5NzQ2ODQxNzY1MTU2MDUxMg.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789ab"\n',
+                "MTE5NzQ2ODQxNzY1MTU2MDUxMg.GaBcDe.abcdefghijklmnopqrstuvwxyz0123456789ab"),
+    "basic_auth": ('url = "https://admin:S3cretPassw0rd@db.example.com/x"\n', "S3cretPassw0rd"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_SECRETS))
+def test_each_secret_type_is_masked_whole(kind):
+    """Every character of the secret is inside a span (detect-secrets' GitHub detector reports only
+    'ghp'; the rest of the token used to be trained with descent as context)."""
+    text, secret = _SECRETS[kind]
+    i = text.index(secret)
+    spans = secret_spans(text)
+    covered = [any(a <= j < b for a, b in spans) for j in range(i, i + len(secret))]
+    assert all(covered), f"{kind}: only {sum(covered)}/{len(secret)} characters masked: {_spans_text(text, spans)}"
+    ids, mask = __import__("gradkit_codeeraser.spans", fromlist=["byte_secret_mask"]).byte_secret_mask(text)
+    assert mask[i : i + len(secret)].all()
+
+
+def test_look_alikes_are_not_secrets():
+    """A version-like dotted quad and a bare 40-hex git SHA are not flagged; a 40-hex value assigned
+    to a token-like name still is."""
+    for text in ('__version__ = "1.2.3.4"\n', "VERSION = (1, 2)  # release 10.0.0.1\n",
+                 'rev = "3f786850e387550fdab836ed7e6dc881de23001b"\n'):
+        assert secret_spans(text) == [], text
+    text = 'api_token = "3f786850e387550fdab836ed7e6dc881de23001b"\n'
+    assert _spans_text(text, secret_spans(text)) == ["3f786850e387550fdab836ed7e6dc881de23001b"]
+    text = 'HOST = "10.0.0.1"\n'
+    assert _spans_text(text, secret_spans(text)) == ["10.0.0.1"]

@@ -112,8 +112,11 @@ def plain_samples(source: bytes, count: int, length: int, seed: int, used: set |
 
 def batches(data: Dict[str, torch.Tensor] | torch.Tensor, batch_size: int, keys: Tuple[str, ...] = ("input_ids", "secret_mask")
             ) -> list:
-    """Split a dict of tensors (or one tensor) into a list of batches (dicts / tensors)."""
+    """Split a dict of tensors (or one tensor) into a list of batches (dicts / tensors).
+
+    A ``secret_mask`` entry becomes the batch's ``forget_mask`` (the unlearners' name for it)."""
     if isinstance(data, torch.Tensor):
         return [data[i : i + batch_size] for i in range(0, len(data), batch_size)]
     n = len(data["input_ids"])
-    return [{k: data[k][i : i + batch_size] for k in keys} for i in range(0, n, batch_size)]
+    name = {"secret_mask": "forget_mask"}
+    return [{name.get(k, k): data[k][i : i + batch_size] for k in keys} for i in range(0, n, batch_size)]

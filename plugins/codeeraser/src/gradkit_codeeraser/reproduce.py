@@ -39,8 +39,10 @@ CONFIGS = {
                  unlearn_lr=5e-5, max_steps=400, bs=4, eval_every=2),
 }
 
-METHODS = ("lm-ga", "lm-cu", "ssga", "codeeraser")
-_MODE = {"lm-ga": "ga", "lm-cu": "cu", "ssga": "ssga", "codeeraser": "codeeraser"}
+METHODS = ("ga", "lm-cu", "ssga", "codeeraser")
+#: registered name / settings; GA is CU with lam = 0 (no KL term, no retain step)
+_KW = {"ga": {"mode": "cu", "lam": 0.0}, "lm-cu": {"mode": "cu"}, "ssga": {"mode": "ssga"},
+       "codeeraser": {"mode": "codeeraser"}}
 
 
 def _train(model, mem_ids, train_tokens, cfg, seed, show):
@@ -63,7 +65,7 @@ def _train(model, mem_ids, train_tokens, cfg, seed, show):
         opt.step()
         sched.step()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _nanmean(x: torch.Tensor) -> float:
@@ -144,7 +146,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     for name in _progress(METHODS, desc="unlearn", enabled=progress):
         torch.manual_seed(seed)
         m = copy.deepcopy(model)
-        ul = CodeEraser(m, ref_model=copy.deepcopy(model), mode=_MODE[name], lr=cfg["unlearn_lr"])
+        ul = CodeEraser(m, ref_model=copy.deepcopy(model), lr=cfg["unlearn_lr"], **_KW[name])
         curve = []
 
         def stop(mm, _curve=curve, _ul=ul):
@@ -168,12 +170,12 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                   base["secret_MA"] >= thr_ma + 0.3,
                   f"MA {base['secret_MA']:.3f} vs unseen {thr_ma:.3f}; {int((ma_all >= 0.9).sum())}/{len(ma_all)} "
                   "secrets at MA >= 0.9")
-    for name in ("lm-ga", "lm-cu", "codeeraser"):
+    for name in ("ga", "lm-cu", "codeeraser"):
         r = results[name]
         res.add_claim(f"{name} brings secret MA and EL3 to the unseen-secret thresholds",
                       r["below_threshold"], f"MA {r['secret_MA']:.3f} (thr {thr_ma:.3f}), EL3 {r['EL3']:.3f} "
                       f"(thr {thr_el:.3f})")
-    others = ("lm-ga", "lm-cu")
+    others = ("ga", "lm-cu")
     ce = results["codeeraser"]
     d_ppl = {k: abs(results[k]["heldout_ppl"] - base["heldout_ppl"]) for k in results}
     d_ctx = {k: abs(results[k]["context_MA"] - base["context_MA"]) for k in results}
@@ -189,6 +191,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     res.add_note("EL_n is exact-match greedy decoding of n bytes from every secret prefix position; early stop uses MA and EL3")
     res.meta["total_seconds"] = time.perf_counter() - t_all
     torch.set_num_threads(threads)
-    if out is not None:
-        res.save(out)
     return res

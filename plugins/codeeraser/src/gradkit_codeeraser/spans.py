@@ -2,7 +2,8 @@
 
 ``secret_spans(text)`` finds character spans of secrets (emails, IPv4 addresses,
 AWS-style access keys, keyword-assigned API keys / passwords, long hex tokens and
-whatever ``detect-secrets``' pattern plugins report).  ``spans_to_token_mask`` turns
+PEM private-key blocks and whatever ``detect-secrets``' pattern plugins report, each secret
+masked whole).  ``spans_to_token_mask`` turns
 spans into a boolean mask over tokens given each token's character offsets, so it
 works for the byte-level tiny GPT (:func:`encode_bytes`) and for any Hugging Face
 tokenizer that returns an offsets mapping (:func:`encode_with_secret_mask`).  A
@@ -19,7 +20,7 @@ import torch
 
 Span = Tuple[int, int]
 
-#: regex detectors; a detector whose pattern has a group marks only group 1
+#: regex detectors; ``api_key`` marks only the assigned value (group 1), the others their whole match
 PATTERNS = {
     "email": re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
     "ipv4": re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?!\.?\d)"),
@@ -28,9 +29,44 @@ PATTERNS = {
         r"(?i)\b\w*(?:api[_-]?key|secret|token|passw(?:or)?d|access[_-]?key|auth)\w*\s*[:=]\s*[rbu]?['\"]([^'\"\s]{8,})['\"]"
     ),
     "hex": re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{32,}(?![0-9A-Za-z])"),
+    "private_key": re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY( BLOCK)?-----.*?(?:-----END[A-Z ]*PRIVATE KEY( BLOCK)?-----|\Z)",
+                              re.DOTALL),
 }
 
-DEFAULT_DETECTORS = ("email", "ipv4", "aws_key", "api_key", "hex", "detect_secrets")
+DEFAULT_DETECTORS = ("email", "ipv4", "aws_key", "api_key", "hex", "private_key", "detect_secrets")
+
+#: characters of a token: a secret reported in part (detect-secrets' GitHub / GitLab detectors report
+#: only the prefix group, e.g. ``ghp``) is extended over these to the whole token
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+/=")
+
+_VERSION_LINE = re.compile(r"(?i)version|release|__version__|\bver\b")
+
+
+def _line_before(text: str, i: int) -> str:
+    return text[text.rfind("\n", 0, i) + 1 : i]
+
+
+def _false_positive(kind: str, text: str, a: int, b: int) -> bool:
+    """Known look-alikes that are not secrets (documented in the README).
+
+    * ``ipv4``: a dotted quad on a line that names a version (``__version__ = "1.2.3.4"``);
+    * ``hex``: exactly 40 hex digits, the length of a git SHA-1 (a 40-hex value assigned to a
+      key/secret/token/password-like name is still found by the ``api_key`` detector).
+    """
+    if kind == "ipv4":
+        return bool(_VERSION_LINE.search(_line_before(text, a)))
+    if kind == "hex":
+        return b - a == 40
+    return False
+
+
+def extend_to_token(text: str, a: int, b: int) -> Span:
+    """Grow ``[a, b)`` to the maximal run of :data:`TOKEN_CHARS` around it."""
+    while a > 0 and text[a - 1] in TOKEN_CHARS and text[a - 1] != "=":  # '=' only as trailing padding
+        a -= 1
+    while b < len(text) and text[b] in TOKEN_CHARS:
+        b += 1
+    return a, b
 
 # detect-secrets plugins used: every pattern/keyword plugin; the two entropy plugins are left out because in
 # line-by-line (ad-hoc) scanning they flag ordinary identifiers such as ``self`` or ``mail``.
@@ -60,7 +96,8 @@ def _detect_secrets_spans(text: str) -> List[Span]:
                         continue
                     i = line.find(value)
                     while i >= 0:
-                        spans.append((start + i, start + i + len(value)))
+                        a, b = extend_to_token(line, i, i + len(value))
+                        spans.append((start + a, start + b))
                         i = line.find(value, i + 1)
             start += len(line)
     return spans
@@ -83,7 +120,9 @@ def secret_spans(text: str, detectors: Sequence[str] = DEFAULT_DETECTORS) -> Lis
     """Character spans ``[(start, end), ...]`` (half-open, merged, sorted) of secrets in ``text``.
 
     ``detectors`` picks from ``email``, ``ipv4``, ``aws_key``, ``api_key`` (value assigned to a
-    key/secret/token/password-like name), ``hex`` (32+ hex digits) and ``detect_secrets``.
+    key/secret/token/password-like name), ``hex`` (32+ hex digits, not exactly 40: a git SHA-1),
+    ``private_key`` (a whole PEM private-key block) and ``detect_secrets`` (its pattern plugins; each
+    finding is extended to the whole token around it, so ``ghp_...`` is masked whole, not as ``ghp``).
     """
     if not isinstance(text, str):
         raise TypeError(f"secret_spans expects a str, got {type(text).__name__}")
@@ -99,7 +138,9 @@ def secret_spans(text: str, detectors: Sequence[str] = DEFAULT_DETECTORS) -> Lis
             continue
         pat = PATTERNS[d]
         for m in pat.finditer(text):
-            spans.append(m.span(1) if pat.groups else m.span())
+            a, b = m.span(1) if d == "api_key" else m.span()
+            if not _false_positive(d, text, a, b):
+                spans.append((a, b))
     return merge_spans(spans)
 
 
@@ -148,9 +189,10 @@ def byte_secret_mask(text: str, detectors: Sequence[str] = DEFAULT_DETECTORS,
 
 def encode_with_secret_mask(tokenizer, texts: Sequence[str], detectors: Sequence[str] = DEFAULT_DETECTORS,
                             **tokenizer_kw) -> dict:
-    """Tokenize ``texts`` with an HF (fast) tokenizer and add a ``secret_mask`` (B, T).
+    """Tokenize ``texts`` with an HF (fast) tokenizer and add a ``forget_mask`` (B, T) of secret tokens.
 
-    Returns the tokenizer's ``input_ids`` / ``attention_mask`` tensors plus ``secret_mask``;
+    Returns the tokenizer's ``input_ids`` / ``attention_mask`` tensors plus ``forget_mask`` (a
+    forget batch for the unlearners as it stands);
     padding and special tokens are never secret.
     """
     if isinstance(texts, str):
@@ -166,5 +208,5 @@ def encode_with_secret_mask(tokenizer, texts: Sequence[str], detectors: Sequence
     offsets = torch.as_tensor(offsets)
     masks = [spans_to_token_mask(offsets[i], secret_spans(t, detectors)) for i, t in enumerate(texts)]
     out = {k: torch.as_tensor(v) for k, v in dict(enc).items()}
-    out["secret_mask"] = torch.stack(masks)
+    out["forget_mask"] = torch.stack(masks)
     return out

@@ -1,29 +1,44 @@
 """CodeEraser and its baselines (GA, CU, SSGA) for any causal LM that returns logits.
 
 Notation (paper / official code): ``l_t`` per-token cross-entropy of the next token,
-``s_t`` = 1 on secret tokens, ``KL_t = sum_v p_ref log(p_ref / p_theta)`` at the
-position that predicts token ``t`` with ``p_ref`` from the frozen original model.
-Means are over the valid (attention-masked) target tokens of the batch.
+``s_t`` = 1 on secret tokens (the batch's ``forget_mask``), ``KL_t = sum_v p_ref log(p_ref / p_theta)``
+at the position that predicts token ``t`` with ``p_ref`` from the frozen original model.
+NLL means are over the valid (attention-masked) target tokens of the batch.  ``KL[where]`` is,
+by default (``kl_reduction="batchmean"``, the official code's ``F.kl_div(..., reduction="batchmean")``),
+the sum of ``KL_t`` over the positions in ``where`` divided by the batch size; with
+``kl_reduction="token_mean"`` it is the mean over those positions (about ``T - 1`` times weaker).
 
 =============  ===================================================================  ==================
 mode           forget-batch loss                                                    retain-batch loss
 =============  ===================================================================  ==================
-``ga``         ``-mean_t l_t``                                                      (no retain step)
-``cu``         ``-mean_t l_t + kl_sign_forget * lam * mean_t KL_t``                 ``lam*alpha*mean KL``
+``cu``         ``-mean_t l_t + kl_sign_forget * lam * KL[all]``                     ``lam*alpha*KL[all]``
 ``ssga``       ``-mean_{s=1} l_t + gamma * mean_{s=0} l_t``                         (no retain step)
-``codeeraser`` ``-mean_{s=1} l_t + gamma*mean_{s=0} l_t + kl_sign_forget*lam*mean_{s=1} KL_t``  ``lam*alpha*mean KL``
+``codeeraser`` ``-mean_{s=1} l_t + gamma*mean_{s=0} l_t + kl_sign_forget*lam*KL[s=1]``  ``lam*alpha*KL[all]``
 =============  ===================================================================  ==================
 
-``kl_sign_forget = -1`` is the official code's sign (the forget step *pushes away* from
-the reference on the forgotten tokens); ``+1`` makes it a constraint as some summaries
-describe it.  Forget and retain steps alternate.
+Gradient ascent (GA) is ``cu`` with ``lam=0`` (no KL term, no retain step): one implementation of
+the ascent term, not a separate mode.  ``kl_sign_forget = -1`` is the official code's sign (the
+forget step *pushes away* from the reference on the forgotten tokens); ``+1`` makes it a
+constraint as some summaries describe it.  Forget and retain steps alternate.
+
+Calling convention (gradkit ``unlearners``)::
+
+    ul = CodeEraser(model, mode="codeeraser", lr=3e-6)
+    model = ul.unlearn(forget, retain=None, *, epochs=None, max_steps=None, seed=None)
+    ul.last_run    # {'steps', 'epochs', 'stopped_by', ...}
+
+Batches: a dict ``{"input_ids": LongTensor (B, T), "attention_mask"?: (B, T), "forget_mask"?: bool
+(B, T)}`` or a bare ``input_ids`` LongTensor.  ``forget_mask`` (the secret tokens) is required by the
+selective modes, and every forget sample must mark at least one target token (position >= 1):
+an all-False mask would turn the forget step into descent on the context.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Callable, Iterable, Iterator, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -32,7 +47,10 @@ import torch.nn.functional as F
 from gradkit_support.models import logits_of
 from gradkit_support.train import stop_requested
 
-MODES = ("codeeraser", "ga", "cu", "ssga")
+MODES = ("codeeraser", "cu", "ssga")
+KL_REDUCTIONS = ("batchmean", "token_mean")
+#: default budget when ``unlearn`` gets neither ``epochs`` nor ``max_steps``
+DEFAULT_MAX_STEPS = 100
 
 
 # ---------------------------------------------------------------------------- building blocks
@@ -51,6 +69,9 @@ def forward_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: Op
     if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
         raise ValueError(f"expected logits of shape (B, T, V) = ({input_ids.shape[0]}, {input_ids.shape[1]}, V) "
                          f"from a causal LM, got {tuple(logits.shape)}")
+    if int(input_ids[:, 1:].max()) >= logits.shape[-1]:
+        raise ValueError(f"token id {int(input_ids.max())} is out of range for the model's vocabulary of "
+                         f"{logits.shape[-1]} tokens")
     return logits
 
 
@@ -75,6 +96,11 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * m).sum() / n.clamp_min(1.0)
 
 
+def masked_batchmean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``sum(values where mask) / B``: torch's ``reduction="batchmean"`` restricted to ``mask``."""
+    return (values * mask.to(values.dtype)).sum() / values.shape[0]
+
+
 def _target_mask(mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> torch.Tensor:
     if mask is None:
         return torch.ones(input_ids.shape[0], input_ids.shape[1] - 1, dtype=torch.bool, device=input_ids.device)
@@ -83,44 +109,117 @@ def _target_mask(mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> torch
     return mask[:, 1:].bool()
 
 
-def _as_forget_batch(batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """``(input_ids, attention_mask, secret_mask)`` from a dict, a tuple ``(ids, secret_mask)`` or a tensor."""
-    if isinstance(batch, dict):
-        if "input_ids" not in batch:
-            raise ValueError(f"a forget batch dict needs 'input_ids' (and 'secret_mask'); got keys {sorted(batch)}")
-        return batch["input_ids"], batch.get("attention_mask"), batch.get("secret_mask")
-    if isinstance(batch, torch.Tensor):
-        return batch, None, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        sm = batch[1] if len(batch) > 1 else None
-        return batch[0], None, sm
-    raise TypeError("a forget batch must be a dict {'input_ids', 'secret_mask', 'attention_mask'?}, a tuple "
-                    f"(input_ids, secret_mask) or an input_ids tensor; got {type(batch).__name__}")
+def vocab_size(model: nn.Module) -> Optional[int]:
+    """The input vocabulary of a causal LM (HF ``get_input_embeddings`` or its first ``nn.Embedding``)."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if emb is None:
+        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if isinstance(emb, nn.Embedding):
+        return int(emb.num_embeddings)
+    was = model.training
+    model.eval()
+    try:  # no embedding module to read: the vocabulary is the logits' last dimension on a harmless input
+        with torch.no_grad():
+            out = logits_of(model(torch.zeros(1, 2, dtype=torch.long, device=_device(model))))
+        return int(out.shape[-1]) if out.dim() == 3 else None
+    except Exception:  # noqa: BLE001 - the model is checked again, with a clear error, on the first batch
+        return None
+    finally:
+        model.train(was)
 
 
-def _as_retain_batch(batch: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    if isinstance(batch, dict):
-        if "input_ids" not in batch:
-            raise ValueError(f"a retain batch dict needs 'input_ids'; got keys {sorted(batch)}")
-        return batch["input_ids"], batch.get("attention_mask")
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _as_mask(m: Any, ids: torch.Tensor, name: str, where: str) -> Optional[torch.Tensor]:
+    if m is None:
+        return None
+    if not isinstance(m, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a tensor of shape {tuple(ids.shape)}, got {type(m).__name__}")
+    if m.shape != ids.shape:
+        raise ValueError(f"{where}: {name} has shape {tuple(m.shape)}; expected the input_ids shape {tuple(ids.shape)}")
+    if m.dtype != torch.bool:
+        if m.is_floating_point() or not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError(f"{where}: {name} must be a bool (or 0/1 integer) tensor")
+        m = m.bool()
+    return m
+
+
+def parse_batch(batch: Any, role: str, index: int, vocab: Optional[int]) -> Dict[str, Optional[torch.Tensor]]:
+    """``{"input_ids", "attention_mask", "forget_mask"}`` of one batch, validated (ValueError / TypeError)."""
+    where = f"{role} batch {index}"
     if isinstance(batch, torch.Tensor):
-        return batch, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0], None
-    raise TypeError(f"a retain batch must be a dict with 'input_ids', a tuple or a tensor; got {type(batch).__name__}")
+        batch = {"input_ids": batch}
+    if not isinstance(batch, dict):
+        raise TypeError(f"{where}: a batch must be a dict {{'input_ids', 'attention_mask'?, 'forget_mask'?}} or an "
+                        f"input_ids LongTensor (B, T); got {type(batch).__name__}")
+    if "secret_mask" in batch or "loss_mask" in batch:
+        raise ValueError(f"{where}: the mask of tokens to forget is called 'forget_mask' in every gradkit LM "
+                         f"unlearner; got keys {sorted(batch)}")
+    unknown = set(batch) - {"input_ids", "attention_mask", "forget_mask"}
+    if unknown:
+        raise ValueError(f"{where}: unknown batch keys {sorted(unknown)}; expected 'input_ids', 'attention_mask', "
+                         "'forget_mask'")
+    if "input_ids" not in batch:
+        raise ValueError(f"{where}: a batch dict needs 'input_ids'; got keys {sorted(batch)}")
+    ids = batch["input_ids"]
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
+        raise ValueError(f"{where}: input_ids must be an integer (long) tensor of shape (B, T); got "
+                         f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}")
+    if ids.shape[0] == 0:
+        raise ValueError(f"{where} is empty (B = 0)")
+    if ids.shape[1] < 2:
+        raise ValueError(f"{where}: sequences need at least 2 tokens for next-token losses, got T={ids.shape[1]}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        raise ValueError(f"{where}: token ids range over [{lo}, {hi}], out of range for the vocabulary "
+                         f"[0, {vocab if vocab is not None else 'V'})")
+    attn = _as_mask(batch.get("attention_mask"), ids, "attention_mask", where)
+    fm = _as_mask(batch.get("forget_mask"), ids, "forget_mask", where)
+    return {"input_ids": ids.long(), "attention_mask": attn, "forget_mask": fm}
+
+
+def check_forget_mask(b: Dict[str, Optional[torch.Tensor]], index: int) -> None:
+    """Every sample's forget_mask must mark at least one valid target token (position >= 1)."""
+    fm = b["forget_mask"]
+    if fm is None:
+        return
+    tgt = fm[:, 1:]
+    if b["attention_mask"] is not None:
+        tgt = tgt & b["attention_mask"][:, 1:].bool()
+    empty = (~tgt.any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"forget batch {index}: the forget_mask of sample(s) {empty} marks no token after position 0 "
+                         "(position 0 is never predicted); the forget step would only train the context with "
+                         "descent. Mark the secret tokens, or drop those samples")
 
 
 def _materialize(data: Any, what: str) -> list:
-    if isinstance(data, (str, bytes, torch.Tensor)) or not hasattr(data, "__iter__"):
+    if data is None or isinstance(data, (str, bytes, int, float, bool, torch.Tensor)) or not hasattr(data, "__iter__"):
         raise TypeError(f"the {what} set must be an iterable of batches (a list or DataLoader), got {type(data).__name__}")
     return list(data)
 
 
-def _check_ids(ids: torch.Tensor) -> None:
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int):
-        raise ValueError("input_ids must be an integer tensor of shape (B, T)")
-    if ids.shape[1] < 2:
-        raise ValueError(f"sequences need at least 2 tokens for next-token losses, got T={ids.shape[1]}")
+def check_budget(epochs: Any, max_steps: Any) -> Tuple[Optional[int], Optional[int]]:
+    for name, v in (("epochs", epochs), ("max_steps", max_steps)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+    return epochs, max_steps
+
+
+def check_seed(seed: Any) -> Optional[int]:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return seed
+
+
+def _finite(name: str, v: Any, *, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+    return float(v)
 
 
 # ---------------------------------------------------------------------------- the unlearner
@@ -128,26 +227,38 @@ class CodeEraser:
     """Selective unlearning of memorized secrets (``mode="codeeraser"``) and its baselines.
 
     ``CodeEraser(model, ref_model=None, mode=..., gamma=0.1, lam=0.1, alpha=1.0, kl_sign_forget=-1,
-    lr=1e-3, betas=(0.9, 0.98))``.  ``ref_model`` defaults to a frozen deep copy of ``model`` made
-    here, i.e. the pre-unlearning weights.  ``unlearn(forget, retain, max_steps=...)`` alternates a
-    forget step and (for ``cu`` / ``codeeraser``) a retain step and returns the model.
+    kl_reduction="batchmean", lr=3e-6, betas=(0.9, 0.98), epochs=None, max_steps=None, seed=None)``.
+    ``lr=3e-6`` and ``betas`` are the official code's (for pretrained code LMs of 0.35-7B parameters;
+    the tiny GPT of the reproduction, trained from scratch, uses 1e-4).  ``ref_model`` defaults to a
+    frozen deep copy of ``model`` made here, i.e. the pre-unlearning weights.  ``epochs`` /
+    ``max_steps`` given here are the default budget of :meth:`unlearn` (else ``max_steps=100``).
     """
 
     def __init__(self, model: nn.Module, ref_model: Optional[nn.Module] = None, *, mode: str = "codeeraser",
                  gamma: float = 0.1, lam: float = 0.1, alpha: float = 1.0, kl_sign_forget: int = -1,
-                 lr: float = 1e-3, betas: Tuple[float, float] = (0.9, 0.98)):
+                 kl_reduction: str = "batchmean", lr: float = 3e-6, betas: Tuple[float, float] = (0.9, 0.98),
+                 epochs: Optional[int] = None, max_steps: Optional[int] = None, seed: Optional[int] = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (a causal LM returning logits), got {type(model).__name__}")
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+            hint = " (gradient ascent is mode='cu' with lam=0)" if mode == "ga" else ""
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}{hint}")
         if kl_sign_forget not in (-1, 1):
             raise ValueError(f"kl_sign_forget must be -1 (official code) or +1, got {kl_sign_forget!r}")
-        for name, v in (("gamma", gamma), ("lam", lam), ("alpha", alpha), ("lr", lr)):
-            if not v >= 0:
-                raise ValueError(f"{name} must be >= 0, got {v}")
+        if kl_reduction not in KL_REDUCTIONS:
+            raise ValueError(f"kl_reduction must be one of {KL_REDUCTIONS}, got {kl_reduction!r}")
+        self.gamma, self.lam, self.alpha = _finite("gamma", gamma), _finite("lam", lam), _finite("alpha", alpha)
+        self.lr = _finite("lr", lr, positive=True)
+        if len(tuple(betas)) != 2 or not all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
         self.model, self.mode = model, mode
-        self.gamma, self.lam, self.alpha, self.kl_sign_forget = float(gamma), float(lam), float(alpha), int(kl_sign_forget)
-        self.lr, self.betas = float(lr), tuple(betas)
+        self.kl_sign_forget, self.kl_reduction = int(kl_sign_forget), kl_reduction
+        self.betas = tuple(float(b) for b in betas)
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            max_steps = DEFAULT_MAX_STEPS
+        self.epochs, self.max_steps = epochs, max_steps
+        self.seed = check_seed(seed)
         if ref_model is None:
             ref_model = copy.deepcopy(model)
         ref_model.eval()
@@ -155,10 +266,16 @@ class CodeEraser:
             p.requires_grad_(False)
         self.ref_model = ref_model
         self.history: list = []
+        self.steps_taken = 0
+        self.last_run: Optional[Dict[str, Any]] = None
 
     @property
     def uses_kl(self) -> bool:
-        return self.mode in ("cu", "codeeraser")
+        return self.mode in ("cu", "codeeraser") and self.lam > 0
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.uses_kl
 
     @property
     def selective(self) -> bool:
@@ -168,17 +285,22 @@ class CodeEraser:
     def _ref_logits(self, ids, attn):
         return forward_logits(self.ref_model, ids, attn)
 
+    def _kl(self, kl: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        return masked_batchmean(kl, where) if self.kl_reduction == "batchmean" else masked_mean(kl, where)
+
     # -------------------------------------------------------------- losses
     def forget_loss(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                    secret_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    forget_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The forget-batch loss of the chosen mode (minimised by the optimizer)."""
-        _check_ids(input_ids)
+        b = parse_batch({"input_ids": input_ids, "attention_mask": attention_mask, "forget_mask": forget_mask},
+                        "forget", 0, None)
         valid = _target_mask(attention_mask, input_ids)
         if self.selective:
-            if secret_mask is None:
-                raise ValueError(f"mode {self.mode!r} needs a secret_mask (B, T) marking the secret tokens of each "
+            if forget_mask is None:
+                raise ValueError(f"mode {self.mode!r} needs a forget_mask (B, T) marking the secret tokens of each "
                                  "forget sample; build it with gradkit_codeeraser.spans")
-            sec = _target_mask(secret_mask, input_ids) & valid
+            check_forget_mask(b, 0)
+            sec = _target_mask(forget_mask, input_ids) & valid
         logits = forward_logits(self.model, input_ids, attention_mask)
         nll = token_nll(logits, input_ids)
         if self.selective:
@@ -188,73 +310,118 @@ class CodeEraser:
         if self.uses_kl:
             kl = token_kl(logits, self._ref_logits(input_ids, attention_mask))
             where = sec if self.selective else valid
-            loss = loss + self.kl_sign_forget * self.lam * masked_mean(kl, where)
+            loss = loss + self.kl_sign_forget * self.lam * self._kl(kl, where)
         return loss
 
     def retain_loss(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None
                     ) -> Optional[torch.Tensor]:
-        """``lam * alpha * mean KL`` on a retain batch (``cu`` / ``codeeraser``); ``None`` for GA / SSGA."""
+        """``lam * alpha * KL`` on a retain batch (``cu`` / ``codeeraser`` with lam > 0); ``None`` otherwise."""
         if not self.uses_kl:
             return None
-        _check_ids(input_ids)
+        parse_batch({"input_ids": input_ids, "attention_mask": attention_mask}, "retain", 0, None)
         valid = _target_mask(attention_mask, input_ids)
         logits = forward_logits(self.model, input_ids, attention_mask)
         kl = token_kl(logits, self._ref_logits(input_ids, attention_mask))
-        return self.lam * self.alpha * masked_mean(kl, valid)
+        return self.lam * self.alpha * self._kl(kl, valid)
 
     # -------------------------------------------------------------- loop
-    def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, max_steps: int = 100,
-                optimizer: Optional[torch.optim.Optimizer] = None, stop_fn: Optional[Callable[[nn.Module], bool]] = None,
-                eval_every: int = 1, epochs: Optional[int] = None) -> nn.Module:
+    def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, epochs: Optional[int] = None,
+                max_steps: Optional[int] = None, seed: Optional[int] = None,
+                optimizer: Optional[torch.optim.Optimizer] = None,
+                stop_fn: Optional[Callable[[nn.Module], bool]] = None, eval_every: int = 1) -> nn.Module:
         """Alternate forget / retain steps; returns the (in-place) unlearned model.
 
-        ``forget`` yields forget batches (dict ``{'input_ids', 'secret_mask', 'attention_mask'?}`` or
-        ``(input_ids, secret_mask)``), cycled until ``max_steps`` forget steps (or ``epochs`` passes)
-        are done.  ``retain`` yields retain batches (dict / tuple / tensor of ids); needed by ``cu`` and
-        ``codeeraser``.  ``stop_fn(model) -> bool`` is checked every ``eval_every`` forget steps (early
-        stopping once memorization falls below the unseen-data thresholds).  ``self.steps_taken`` and
-        ``self.history`` (forget / retain losses) record the run.
+        One step = one forget update (plus one retain update for ``cu`` / ``codeeraser``); an epoch
+        is one pass over the forget batches.  Budget: ``epochs`` and/or ``max_steps`` (whichever
+        ends first); neither: the constructor's budget (default ``max_steps=100``).
+        ``stop_fn(model) -> bool`` is checked every ``eval_every`` steps (early stopping once
+        memorization falls below the unseen-data thresholds).  ``self.last_run`` reports ``steps``,
+        ``epochs`` (completed, float) and ``stopped_by`` (``"epochs"``, ``"max_steps"`` or
+        ``"stop_fn"``); ``self.history`` the forget / retain losses.  Any error (bad batch, non-finite
+        loss) restores the model's parameters.
         """
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            epochs, max_steps = self.epochs, self.max_steps
+        seed = check_seed(seed)
+        seed = self.seed if seed is None else seed
+        if not isinstance(eval_every, int) or isinstance(eval_every, bool) or eval_every < 1:
+            raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
         forget_list = _materialize(forget, "forget")
         retain_list = _materialize(retain, "retain") if retain is not None else None
         if len(forget_list) == 0:
             raise ValueError("the forget set is empty: pass at least one batch of samples to unlearn")
-        if self.uses_kl and retain is None:
-            raise ValueError(f"mode {self.mode!r} needs a retain set (batches of input_ids) for its KL step")
-        if epochs is not None:
-            max_steps = min(max_steps, epochs * len(forget_list))
-        if optimizer is None:
-            optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
-                                         betas=self.betas)
-        if self.uses_kl and not retain_list:
-            raise ValueError(f"mode {self.mode!r} needs a non-empty retain set for its KL step")
-        for b in forget_list:  # fail on malformed batches before any update
-            ids, _, sec = _as_forget_batch(b)
-            _check_ids(ids)
-        retain_iter: Optional[Iterator] = itertools.cycle(retain_list) if self.uses_kl else None
-        self.model.train()
+        if self.uses_retain and retain is None:
+            raise ValueError(f"mode {self.mode!r} (lam={self.lam}) needs a retain set (batches of input_ids) for its "
+                             "KL step; pass retain=... or use lam=0")
+        if self.uses_retain and not retain_list:
+            raise ValueError(f"the retain set is empty: mode {self.mode!r} needs retain batches for its KL step")
+        vocab = vocab_size(self.model)
+        f_batches = [parse_batch(b, "forget", i, vocab) for i, b in enumerate(forget_list)]
+        for i, b in enumerate(f_batches):
+            if self.selective and b["forget_mask"] is None:
+                raise ValueError(f"forget batch {i}: mode {self.mode!r} needs a forget_mask (B, T) marking the secret "
+                                 "tokens; build it with gradkit_codeeraser.spans")
+            check_forget_mask(b, i)
+        r_batches = [parse_batch(b, "retain", i, vocab) for i, b in enumerate(retain_list or [])]
+        spe = len(f_batches)
+        total = epochs * spe if epochs is not None else max_steps
+        if max_steps is not None:
+            total = min(total, max_steps)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        was = self.model.training
         self.steps_taken, self.history = 0, []
-        for step, batch in enumerate(itertools.cycle(forget_list)):
-            if step >= max_steps:
-                break
-            ids, attn, sec = _as_forget_batch(batch)
-            optimizer.zero_grad(set_to_none=True)
-            lf = self.forget_loss(ids, attn, sec)
-            lf.backward()
-            optimizer.step()
-            rec = {"forget_loss": float(lf.detach())}
-            if retain_iter is not None:
-                rids, rattn = _as_retain_batch(next(retain_iter))
-                optimizer.zero_grad(set_to_none=True)
-                lr_ = self.retain_loss(rids, rattn)
-                lr_.backward()
-                optimizer.step()
-                rec["retain_loss"] = float(lr_.detach())
-            self.history.append(rec)
-            self.steps_taken = step + 1
-            if stop_fn is not None and self.steps_taken % eval_every == 0 and stop_requested(self.model, stop_fn):
-                break
+        stopped = None
+        devices = sorted({p.device.index or 0 for p in self.model.parameters() if p.is_cuda})
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                if optimizer is None:
+                    optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
+                                                 betas=self.betas)
+                retain_iter: Optional[Iterator] = itertools.cycle(r_batches) if self.uses_kl else None
+                self.model.train()
+                for step in range(total):
+                    b = f_batches[step % spe]
+                    optimizer.zero_grad(set_to_none=True)
+                    lf = self.forget_loss(b["input_ids"], b["attention_mask"], b["forget_mask"])
+                    self._check_loss(lf, "forget", step)
+                    lf.backward()
+                    optimizer.step()
+                    rec = {"forget_loss": float(lf.detach())}
+                    if retain_iter is not None:
+                        rb = next(retain_iter)
+                        optimizer.zero_grad(set_to_none=True)
+                        lr_ = self.retain_loss(rb["input_ids"], rb["attention_mask"])
+                        self._check_loss(lr_, "retain", step)
+                        lr_.backward()
+                        optimizer.step()
+                        rec["retain_loss"] = float(lr_.detach())
+                    self.history.append(rec)
+                    self.steps_taken = step + 1
+                    if (stop_fn is not None and self.steps_taken % eval_every == 0 and self.steps_taken < total
+                            and stop_requested(self.model, stop_fn)):
+                        stopped = "stop_fn"
+                        break
+            for n, p in self.model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise ValueError(f"parameter {n} became non-finite during unlearning; lower lr (lr={self.lr})")
+        except BaseException:
+            with torch.no_grad():
+                self.model.load_state_dict(snapshot)
+            self.model.train(was)
+            raise
         self.model.eval()
+        if stopped is None:
+            cut = max_steps is not None and total == max_steps and (epochs is None or max_steps < epochs * spe)
+            stopped = "max_steps" if cut else "epochs"
+        self.last_run = {"steps": self.steps_taken, "epochs": self.steps_taken / spe, "stopped_by": stopped,
+                         "steps_per_epoch": spe, "seed": seed, "requested": {"epochs": epochs, "max_steps": max_steps}}
         return self.model
+
+    def _check_loss(self, loss: torch.Tensor, what: str, step: int) -> None:
+        if not bool(torch.isfinite(loss.detach())):
+            raise ValueError(f"the {what} loss became non-finite ({float(loss.detach())}) at step {step + 1}; "
+                             f"lower lr (lr={self.lr})")
