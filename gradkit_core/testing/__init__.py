@@ -9,5 +9,10 @@ suite needs (see each class's docstring)::
         component = "lion"
         component_kwargs = {"lr": 1e-3}
 
+Each kind's suite lives in the module of the same name, e.g.
+``gradkit_core.testing.optimizers.OptimizerConformance`` and
+``gradkit_core.testing.transforms.TransformConformance`` (gradient transforms:
+multi-task aggregators and layer wrappers).
+
 Importing this package imports nothing heavy; each suite module imports torch.
 """
