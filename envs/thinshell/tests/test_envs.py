@@ -81,3 +81,29 @@ def test_newton_failure_terminates_episode_with_penalty():
     env.reset(seed=0)
     obs, r, term, trunc, info = env.step(np.array([0.0, 0.0, 1.0], dtype=np.float32))
     assert term and r == -1.0 and info["newton_failed"] and np.all(np.isfinite(obs))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_action_raises_and_leaves_the_episode_unchanged(bad):
+    import gymnasium
+
+    env = gymnasium.make("gradkit/ThinShellSeparate-v0", **SMALL).unwrapped
+    ref = gymnasium.make("gradkit/ThinShellSeparate-v0", **SMALL).unwrapped
+    obs0, _ = env.reset(seed=0)
+    ref.reset(seed=0)
+    a = np.array([0.3, 0.0, -0.5], dtype=np.float32)
+    env.step(a)
+    ref.step(a)
+    before = env._obs().copy()
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([0.1, bad, 0.0], dtype=np.float32))
+    assert np.array_equal(env._obs(), before) and env._t == 1
+    # the episode continues exactly as if the bad call had not happened
+    o1, r1, *_ = env.step(a)
+    o2, r2, *_ = ref.step(a)
+    assert np.array_equal(o1, o2) and r1 == r2
+    # the differentiable path rejects it too
+    A = torch.zeros(3, 3, dtype=torch.float64)
+    A[1, 2] = bad
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.rollout(A)

@@ -194,6 +194,43 @@ def test_bad_inputs_raise_clear_errors():
         sim.step(s, params=p)
     with pytest.raises(ValueError, match="pad size"):
         Pad("sphere", (0, 0, 0), -1.0)
+    with pytest.raises(ValueError, match="pad center"):
+        Pad("sphere", (0, float("nan"), 0), 1.0)
+    with pytest.raises(ValueError, match="gravity"):
+        ThinShellSim(Scene([sheet], gravity=(0.0, 0.0, float("inf"))))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ThinShellSim(Scene([make_sheet(3, 0.02, origin=(0, float("nan"), 4e-4))]))
+    with pytest.raises(ValueError, match="yield_angle"):
+        ThinShellSim(n=3, yield_angle=float("inf"))
+    for name in ("Kb", "mu_pad"):
+        with pytest.raises(ValueError, match="finite"):
+            ThinShellSim(n=3, **{name: float("nan")})
+    with pytest.raises(ValueError, match="finite"):
+        sim.step(s, params={"k_contact": float("inf")})
+
+
+@pytest.mark.parametrize("field, bad", [("x", float("nan")), ("v", float("inf")), ("theta_bar", float("nan")),
+                                        ("pads", -float("inf"))])
+def test_non_finite_initial_state_or_action_raises_and_changes_nothing(field, bad):
+    sheet = make_sheet(3, 0.02, origin=(0, 0, 5e-4))
+    sim = ThinShellSim(Scene([sheet], pads=[Pad("sphere", (0.01, 0.01, 0.006), 0.005)]))
+    s = sim.initial_state()
+    t = getattr(s, field).clone()
+    t.reshape(-1)[0] = bad
+    bad_state = State(**{**vars(s), field: t})
+    keep = {k: v.clone() for k, v in vars(bad_state).items()}
+    params = sim.params.clone()
+    with pytest.raises(ValueError, match=f"state.{field} contains NaN or inf"):
+        sim.step(bad_state, torch.zeros(3, dtype=DTYPE))
+    with pytest.raises(ValueError, match=f"state.{field}"):
+        sim.rollout(torch.zeros(2, 1, 3, dtype=DTYPE), state=bad_state)
+    for k, v in vars(bad_state).items():
+        assert torch.equal(torch.nan_to_num(v), torch.nan_to_num(keep[k]))
+    assert torch.equal(sim.params, params) and not sim.stats_log  # no solve ran
+    with pytest.raises(ValueError, match="NaN or inf"):
+        sim.step(s, torch.tensor([0.0, bad, 0.0], dtype=DTYPE))
+    with pytest.raises(ValueError, match="shape"):
+        sim.step(State(s.x[:-1], s.v, s.theta_bar, s.pads))
 
 
 def test_newton_non_convergence_raises_or_warns():

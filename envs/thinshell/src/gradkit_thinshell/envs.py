@@ -68,7 +68,10 @@ class ThinShellEnv(gym.Env):
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {np.shape(action)}")
-        if not np.all(np.isfinite(a)) or np.abs(a).max() > 1.0 + 1e-6:
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be finite, got {a} (NaN or inf); expected numbers in [-1, 1] "
+                             "(x max_moving_dist per step)")
+        if np.abs(a).max() > 1.0 + 1e-6:
             raise ValueError(f"action {a} is outside the gripper limits [-1, 1] (x max_moving_dist "
                              f"{self.sim.max_moving_dist} m per step)")
         a = np.clip(a, -1.0, 1.0) * self.sim.max_moving_dist

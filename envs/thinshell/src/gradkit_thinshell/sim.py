@@ -61,8 +61,11 @@ class Pad:
         sz = torch.as_tensor(self.size, dtype=DTYPE).reshape(-1)
         if self.kind == "sphere" and sz.numel() != 1 or self.kind == "box" and sz.numel() != 3:
             raise ValueError(f"{self.kind} pad size must be a radius (sphere) or 3 half extents (box), got {self.size!r}")
-        if not (sz > 0).all():
-            raise ValueError(f"pad size must be positive, got {self.size!r}")
+        if not (sz > 0).all() or not torch.isfinite(sz).all():
+            raise ValueError(f"pad size must be positive and finite, got {self.size!r}")
+        c = torch.as_tensor(self.center, dtype=DTYPE).reshape(-1)
+        if c.numel() != 3 or not torch.isfinite(c).all():
+            raise ValueError(f"pad center must be 3 finite numbers, got {self.center!r}")
 
 
 @dataclass
@@ -139,8 +142,12 @@ class ThinShellSim:
                               tol=tol, contact_radius=contact_radius).items():
             if not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {val!r}")
-        if yield_angle is not None and not yield_angle > 0:
-            raise ValueError(f"yield_angle must be positive or None, got {yield_angle!r}")
+        if yield_angle is not None and not (isinstance(yield_angle, (int, float)) and 0 < yield_angle < math.inf):
+            raise ValueError(f"yield_angle must be a positive finite number or None, got {yield_angle!r}")
+        if not (isinstance(hessian_reuse_ratio, (int, float)) and 0 <= hessian_reuse_ratio <= 1):
+            raise ValueError(f"hessian_reuse_ratio must be in [0, 1], got {hessian_reuse_ratio!r}")
+        if isinstance(newton_max_iter, bool) or not isinstance(newton_max_iter, int) or newton_max_iter < 1:
+            raise ValueError(f"newton_max_iter must be a positive integer, got {newton_max_iter!r}")
         if on_fail not in ("raise", "warn"):
             raise ValueError(f"on_fail must be 'raise' or 'warn', got {on_fail!r}")
         unknown = set(params) - set(PARAM_NAMES)
@@ -200,6 +207,12 @@ class ThinShellSim:
             M.append(b.mass)
             Xr.append(b.X if b.rest_X is None else b.rest_X)
             o += b.n_vertices
+        for b in sc.bodies:
+            for what, t in (("positions", b.X), ("masses", b.mass), ("rest positions", b.rest_X)):
+                if t is not None and not torch.isfinite(torch.as_tensor(t, dtype=DTYPE)).all():
+                    raise ValueError(f"body {b.name!r} has non-finite {what} (NaN or inf)")
+        if not all(math.isfinite(float(g)) for g in sc.gravity) or len(sc.gravity) != 3:
+            raise ValueError(f"gravity must be 3 finite numbers, got {sc.gravity!r}")
         self.offsets = offs
         self.n_vertices = o
         self.X0 = torch.cat(X).to(DTYPE)
@@ -590,15 +603,27 @@ class ThinShellSim:
                              "axis per step; scale or clip the action")
         return a
 
+    def check_state(self, state: State) -> None:
+        """ValueError unless ``state`` has this scene's shapes and finite values."""
+        if not isinstance(state, State):
+            raise TypeError(f"state must be a State, got {type(state).__name__}")
+        shapes = dict(x=(self.n_vertices, 3), v=(self.n_vertices, 3), theta_bar=(len(self.hinge_idx),),
+                      pads=(len(self.scene.pads), 3))
+        for name, shape in shapes.items():
+            t = getattr(state, name)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                raise ValueError(f"state.{name} must be a tensor of shape {shape}, got "
+                                 f"{tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+            if not torch.isfinite(t.detach()).all():
+                raise ValueError(f"state.{name} contains NaN or inf")
+
     def step(self, state: State, action=None, params=None) -> State:
         """One implicit-Euler step; differentiable in state, action and params."""
         p = self._coerce_params(params)
         if action is None:
             action = torch.zeros(len(self.scene.pads), 3, dtype=DTYPE)
         a = self.check_action(action)
-        for name, t in (("x", state.x), ("v", state.v), ("theta_bar", state.theta_bar), ("pads", state.pads)):
-            if not torch.isfinite(t.detach()).all():
-                raise ValueError(f"state.{name} contains NaN or inf")
+        self.check_state(state)
         pad_n = state.pads + a
         pairs = self._pairs(state.x.detach(), state.pads.detach(), pad_n.detach())
         x_new = _NewtonStep.apply(self, pairs, state.x, state.v, state.theta_bar, state.pads, pad_n, p)

@@ -60,6 +60,10 @@ def cmaes_trajopt(task: Task, n_segments: int = 5, popsize: int = 16, sigma0: fl
     G = len(task.sim.scene.pads)
     dim = n_segments * G * 3
     x0 = np.zeros(dim) if x0 is None else np.asarray(x0, dtype=np.float64)
+    if x0.shape != (dim,) or not np.isfinite(x0).all():
+        raise ValueError(f"x0 must be {dim} finite numbers (segments x pads x 3), got shape {x0.shape}")
+    if not (isinstance(sigma0, (int, float)) and 0 < sigma0 < math.inf):
+        raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
     # flat fitness (no candidate touches anything yet) must not stop the search before the budget is spent
     es = cma.CMAEvolutionStrategy(x0, sigma0, {"popsize": popsize, "bounds": [-1.0, 1.0], "seed": seed + 1,
                                                "verbose": -9, "maxfevals": budget, "tolflatfitness": 10**6,
@@ -93,6 +97,14 @@ def grad_trajopt(task: Task, init_actions: Optional[torch.Tensor] = None, lr: fl
     G, T, m = len(sim.scene.pads), task.horizon, sim.max_moving_dist
     if init_actions is None:
         init_actions = torch.zeros(T, G, 3, dtype=DTYPE)
+    task.sim.check_action(torch.zeros(G, 3, dtype=DTYPE))
+    init_actions = torch.as_tensor(init_actions, dtype=DTYPE)
+    if init_actions.numel() != T * G * 3 or not torch.isfinite(init_actions).all():
+        raise ValueError(f"init_actions must be {T * G * 3} finite numbers (horizon x pads x 3), got shape "
+                         f"{tuple(init_actions.shape)}" + ("" if torch.isfinite(init_actions).all() else " with NaN/inf"))
+    for name, val in (("lr", lr), ("max_grad_norm", max_grad_norm)):
+        if not (isinstance(val, (int, float)) and 0 < val < math.inf):
+            raise ValueError(f"{name} must be a positive finite number, got {val!r}")
     ratio = (init_actions.detach().reshape(T, G, 3) / m).clamp(-0.995, 0.995)
     z = torch.atanh(ratio).clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
@@ -150,8 +162,10 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
     sim = task.sim
     if name not in PARAM_NAMES:
         raise ValueError(f"unknown parameter {name!r}; expected one of {PARAM_NAMES}")
-    if not init > 0:
-        raise ValueError(f"initial guess for {name} must be positive, got {init!r}")
+    if not (isinstance(init, (int, float)) and 0 < init < math.inf):
+        raise ValueError(f"initial guess for {name} must be a positive finite number, got {init!r}")
+    if not all(torch.isfinite(o.detach()).all() for o in observed):
+        raise ValueError("observed trajectory contains NaN or inf")
     i = PARAM_NAMES.index(name)
     T = len(observed) - 1
     if actions is None:
@@ -186,6 +200,12 @@ def fit_parameter_cmaes(task: Task, observed: List[torch.Tensor], name: str, ini
     from .sim import PARAM_NAMES
 
     sim = task.sim
+    if name not in PARAM_NAMES:
+        raise ValueError(f"unknown parameter {name!r}; expected one of {PARAM_NAMES}")
+    if not (isinstance(init, (int, float)) and 0 < init < math.inf):
+        raise ValueError(f"initial guess for {name} must be a positive finite number, got {init!r}")
+    if not all(torch.isfinite(o.detach()).all() for o in observed):
+        raise ValueError("observed trajectory contains NaN or inf")
     i = PARAM_NAMES.index(name)
     T = len(observed) - 1
     if actions is None:
