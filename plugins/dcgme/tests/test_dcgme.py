@@ -205,10 +205,10 @@ def test_distilled_actor_and_agent_api(tiny):
     m = agent.evaluate_dc_actor()
     assert 0 <= m["dc_coverage"] <= 1 and m["dc_desc_error"] >= 0
     obs = np.zeros(5)
-    act = agent.predict(obs, descriptor=[0.5, -0.5])
+    act, _ = agent.predict(obs, descriptor=[0.5, -0.5])
     assert act.shape == (2,) and np.all(np.abs(act) <= 1)
     # conditioning matters: different targets give different actions
-    assert not np.allclose(act, agent.predict(obs, descriptor=[-0.5, 0.5]))
+    assert not np.allclose(act, agent.predict(obs, descriptor=[-0.5, 0.5])[0])
     mean, std = agent.evaluate(3)
     assert 0 <= mean <= 50 and std >= 0
 

@@ -140,11 +140,16 @@ class ReplayBuffer:
 class QDAgent:
     """MAP-Elites family on a gradkit QD task.  ``algorithm`` is ``dcg-me``, ``pga-me`` or ``map-elites``.
 
-    Agent API: ``learn(total_steps)`` runs that many QD iterations; ``predict(obs, descriptor=None)``
-    acts with the distilled actor (DCG-ME, conditioned on ``descriptor``) or with the elite of the
-    cell nearest ``descriptor`` (default: the fittest elite); ``evaluate(n_episodes)`` returns the
-    mean and std return of that policy; ``save`` / ``load`` use ``torch.save`` of tensors and plain
-    containers, loaded with ``weights_only=True``.
+    Agent API (stable-baselines3's signatures): ``learn(total_timesteps, callback=None)`` runs
+    ``total_timesteps`` QD *iterations* (a QD agent's unit of training; each evaluates a batch of
+    offspring); ``predict(obs, state=None, episode_start=None, deterministic=False, descriptor=None)``
+    returns ``(action, state)``, acting with the distilled actor (DCG-ME, conditioned on
+    ``descriptor``) or with the elite of the cell nearest ``descriptor`` (default: the fittest
+    elite); the policies are deterministic, so ``deterministic`` changes nothing, and SB3's
+    ``evaluate_policy`` works on the agent.  ``evaluate(n_episodes)`` returns the mean and std
+    return of that policy; ``save`` / ``load`` use ``torch.save`` of tensors and plain
+    containers, loaded with ``weights_only=True``; ``load`` never imports a module named in the
+    file, and a broken file is a ``ValueError`` naming it and the problem.
     """
 
     algorithm = "dcg-me"
@@ -328,14 +333,23 @@ class QDAgent:
         self.history.append(m)
         return m
 
-    def learn(self, total_steps: int, progress: bool = False) -> "QDAgent":
-        """Run ``total_steps`` QD iterations."""
-        if not isinstance(total_steps, (int, np.integer)) or total_steps < 0:
-            raise ValueError(f"total_steps (QD iterations) must be a non-negative integer, got {total_steps!r}")
+    def learn(self, total_timesteps: int, callback=None, progress_bar: bool = False) -> "QDAgent":
+        """Run ``total_timesteps`` QD iterations; returns self.
+
+        ``callback(agent)`` is called after every iteration and may return ``False`` to stop
+        (a plain callable; stable-baselines3 ``BaseCallback`` objects are not supported).
+        """
+        if (isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, np.integer))
+                or total_timesteps < 0):
+            raise ValueError(f"total_timesteps (QD iterations) must be a non-negative integer, got {total_timesteps!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be a callable callback(agent) -> bool | None, got {type(callback).__name__}")
         from gradkit_core.results import progress as bar
 
-        for _ in bar(range(int(total_steps)), desc=self.algorithm, enabled=progress):
+        for _ in bar(range(int(total_timesteps)), desc=self.algorithm, enabled=progress_bar):
             self.step()
+            if callback is not None and callback(self) is False:
+                break
         return self
 
     def metrics(self) -> Dict[str, float]:
@@ -395,14 +409,16 @@ class QDAgent:
         return torch.from_numpy(a.genomes[nearest]).unsqueeze(0)
 
     @torch.no_grad()
-    def predict(self, obs, deterministic: bool = True, descriptor=None) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float32)
-        if obs.shape[-1] != self.shape.in_dim or not np.all(np.isfinite(obs)):
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = False,
+                descriptor=None) -> Tuple[np.ndarray, Any]:
+        """``(action, state)`` for one observation or a batch; ``state`` is returned unchanged."""
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.ndim == 0 or obs.shape[-1] != self.shape.in_dim or not np.all(np.isfinite(obs)):
             raise ValueError(f"obs must be finite with last dimension {self.shape.in_dim}, got shape {obs.shape}")
         g = self.policy_genome(descriptor)
         batch = obs.reshape(1, -1, self.shape.in_dim)
         act = policy_forward(g, torch.from_numpy(batch), self.shape)[0].numpy()
-        return act.reshape(*obs.shape[:-1], self.shape.out_dim)
+        return act.reshape(*obs.shape[:-1], self.shape.out_dim), state
 
     def evaluate(self, n_episodes: int = 5, descriptor=None) -> Tuple[float, float]:
         """Mean and std return of :meth:`policy_genome` over ``n_episodes`` seeded episodes."""
@@ -438,32 +454,119 @@ class QDAgent:
         torch.save(self.state_dict(), path)
         return path
 
+    _CKPT_KEYS = ("format", "algorithm", "env_id", "env_kwargs_json", "seed", "config_json", "counters", "archive",
+                  "rng_json", "torch_rng", "history_json")
+    _PG_KEYS = ("buffer", "critic", "actor", "critic_target", "actor_target", "critic_opt", "actor_opt")
+
     @classmethod
     def load(cls, path, env=None) -> "QDAgent":
-        state = torch.load(Path(path), weights_only=True)
+        """Rebuild an agent from :meth:`save`'s file.
+
+        ``env`` defaults to the stored env id, used only when it is already registered with gymnasium
+        and names no module (gymnasium would import ``module`` for ``module:Name-v0``).
+        """
+        import pickle
+        import zipfile
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{path}: no such checkpoint file")
+        if p.stat().st_size == 0:
+            raise ValueError(f"{path}: the checkpoint file is empty (0 bytes)")
+        try:
+            state = torch.load(p, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError:
+            raise  # weights_only refused an object: never load it
+        except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
+            raise ValueError(f"{path}: the checkpoint cannot be read; the file is truncated or corrupt "
+                             f"({type(exc).__name__}: {exc})") from exc
         if not isinstance(state, dict) or state.get("format") != "gradkit-dcgme/1":
-            raise ValueError(f"{path} is not a gradkit-dcgme checkpoint")
+            raise ValueError(f"{path}: not a gradkit-dcgme checkpoint (expected format 'gradkit-dcgme/1')")
+        missing = [k for k in cls._CKPT_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"{path}: the checkpoint lacks the key(s) {missing}")
         algo = state["algorithm"]
-        klass = {"dcg-me": DCGME, "pga-me": PGAME, "map-elites": MAPElites}[algo]
+        klasses = {"dcg-me": DCGME, "pga-me": PGAME, "map-elites": MAPElites}
+        if algo not in klasses:
+            raise ValueError(f"{path}: unknown algorithm {algo!r} in the checkpoint; known: {sorted(klasses)}")
+        klass = klasses[algo]
         if cls is not QDAgent and cls is not klass:
             raise ValueError(f"{path} holds a {algo} agent, not {cls.algorithm}")
-        cfg = json.loads(state["config_json"])
-        agent = klass(env if env is not None else state["env_id"], seed=state["seed"],
-                      env_kwargs=json.loads(state["env_kwargs_json"]), **cfg)
-        agent.archive.load_state_dict({k: v.numpy() for k, v in state["archive"].items()})
-        (agent.iteration, agent.td3_steps, agent.n_evals, agent.n_actor_episodes, init) = state["counters"]
-        agent._initialised = bool(init)
-        agent.rng.bit_generator.state = json.loads(state["rng_json"])
-        agent.gen.set_state(state["torch_rng"])
-        agent.history = json.loads(state["history_json"])
-        if agent.uses_pg:
-            agent.buffer.load_state_dict({k: (v.numpy() if torch.is_tensor(v) else v) for k, v in state["buffer"].items()})
-            for name in ("critic", "actor", "critic_target", "actor_target", "critic_opt", "actor_opt"):
-                getattr(agent, name).load_state_dict(state[name])
+        missing = [k for k in cls._PG_KEYS if k not in state] if algo != "map-elites" else []
+        if missing:
+            raise ValueError(f"{path}: the {algo} checkpoint lacks the key(s) {missing}")
+        _check_finite_tree(state["archive"], path, "archive", filled=state["archive"].get("fitness"))
+        for name in cls._PG_KEYS:
+            if name in state:
+                _check_finite_tree(state[name], path, name)
+        if env is None:
+            env = _verified_env_id(state["env_id"], path)
+        try:
+            cfg = json.loads(state["config_json"])
+            env_kwargs = json.loads(state["env_kwargs_json"])
+            if not isinstance(cfg, dict) or not isinstance(env_kwargs, dict):
+                raise TypeError("config and env kwargs must be JSON objects")
+            agent = klass(env, seed=state["seed"], env_kwargs=env_kwargs, **cfg)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: the checkpoint's settings are invalid: {exc}") from exc
+        try:
+            agent.archive.load_state_dict({k: v.numpy() for k, v in state["archive"].items()})
+            (agent.iteration, agent.td3_steps, agent.n_evals, agent.n_actor_episodes, init) = state["counters"]
+            agent._initialised = bool(init)
+            agent.rng.bit_generator.state = json.loads(state["rng_json"])
+            agent.gen.set_state(state["torch_rng"])
+            agent.history = json.loads(state["history_json"])
+            if agent.uses_pg:
+                agent.buffer.load_state_dict({k: (v.numpy() if torch.is_tensor(v) else v)
+                                              for k, v in state["buffer"].items()})
+                for name in ("critic", "actor", "critic_target", "actor_target", "critic_opt", "actor_opt"):
+                    getattr(agent, name).load_state_dict(state[name])
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ValueError(f"{path}: the checkpoint does not match a {algo} agent with its stored settings "
+                             f"({type(exc).__name__}: {exc})") from exc
         return agent
 
     def close(self) -> None:
         self.evaluator.close()
+
+
+def _verified_env_id(env_id: Any, path) -> str:
+    """The stored env id if it is safe to make: no ``module:`` prefix and already registered with gymnasium."""
+    import gymnasium
+
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a gymnasium id; pass env=... to load()")
+    if ":" in env_id:
+        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} names a module to import; such ids are never "
+                         "loaded from a file. Pass env=... to load()")
+    if env_id not in gymnasium.registry:
+        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a registered gymnasium id; pass env=...")
+    return env_id
+
+
+def _check_finite_tree(tree: Any, path, where: str, filled=None) -> None:
+    """ValueError naming ``path`` and the entry when a floating tensor holds NaN/inf.
+
+    In the archive, ``fitness`` is -inf for empty cells (never NaN or +inf) and only filled cells' genomes
+    and descriptors are checked."""
+    if torch.is_tensor(tree):
+        if not tree.is_floating_point():
+            return
+        if where.endswith("archive.fitness"):
+            bad = torch.isnan(tree) | (tree == float("inf"))
+        elif filled is not None and where.split(".")[-1] in ("genomes", "descriptors"):
+            mask = torch.isfinite(filled)
+            bad = ~torch.isfinite(tree[mask]) if mask.any() else torch.zeros(0, dtype=torch.bool)
+        else:
+            bad = ~torch.isfinite(tree)
+        if bool(bad.any()):
+            raise ValueError(f"{path}: non-finite (NaN/inf) values in {where}; refusing a corrupted checkpoint")
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            _check_finite_tree(v, path, f"{where}.{k}", filled)
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            _check_finite_tree(v, path, f"{where}[{i}]", filled)
 
 
 def _soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
