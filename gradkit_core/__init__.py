@@ -11,7 +11,10 @@ Importing this module imports nothing heavy (pluggy and attrs only).
 from __future__ import annotations
 
 import builtins as _builtins
-from typing import Any, Callable, List as _List, Optional
+TYPE_CHECKING = False
+
+if TYPE_CHECKING:  # annotations only: typing costs milliseconds on every `gradkit list`
+    from typing import Any, Callable, List as _List, Optional
 
 from .errors import (
     AmbiguousNameError,

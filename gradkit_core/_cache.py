@@ -10,16 +10,20 @@ The cache is keyed on everything that can change what discovery finds, and is ne
 
 A result is stored only when every plugin loaded (no ``failed`` / ``incompatible`` plugin, whose
 reason may be outside these files, e.g. a missing dependency installed later), every target is a
-string, and every default survives the JSON encoding exactly.  ``GRADKIT_NO_CACHE=1`` switches the
+string, and every default is plain data (``marshal`` writes it and reads it back exactly, tuples as
+tuples).  The file is written with :mod:`marshal` because that costs no import at all; it lives in
+the user's own cache directory and is only ever read back by the interpreter version that wrote it.  ``GRADKIT_NO_CACHE=1`` switches the
 cache off; ``GRADKIT_CACHE_DIR`` moves it (default ``$XDG_CACHE_HOME/gradkit`` or ``~/.cache/gradkit``).
 """
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only (typing is not imported on a cached `gradkit list`)
+    from typing import Any, Dict, List, Optional, Tuple
 
 from .spec import PluginRecord, Spec
 
@@ -80,7 +84,7 @@ def fingerprint(entry_points: List[Any]) -> str:
             raise Uncacheable(f"entry point {ep.name!r} has no distribution folder")
         dist_path = str(dist_path)
         parts.append([ep.name, ep.value, dist_path, _stat(dist_path), _module_files(ep.value)])
-    return json.dumps(parts, separators=(",", ":"))
+    return repr(parts)
 
 
 def _path() -> str:
@@ -88,40 +92,18 @@ def _path() -> str:
     import zlib
 
     key = "\0".join([sys.executable, sys.prefix, *sys.path])
-    return os.path.join(cache_dir(), f"discovery-{zlib.crc32(key.encode()):08x}.json")
+    return os.path.join(cache_dir(), f"discovery-{zlib.crc32(key.encode()):08x}.marshal")
 
 
-# ---------------------------------------------------------------- exact JSON encoding of defaults
-def _enc(v: Any) -> Any:
-    if v is None or isinstance(v, (str, bool, int, float)):
-        return v
-    if isinstance(v, tuple):
-        return {"__tuple__": [_enc(x) for x in v]}
-    if isinstance(v, list):
-        return [_enc(x) for x in v]
-    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-        if "__tuple__" in v:
-            raise Uncacheable("a default dict uses the reserved key '__tuple__'")
-        return {k: _enc(x) for k, x in v.items()}
-    raise Uncacheable(f"default of type {type(v).__name__} is not cached")
-
-
-def _dec(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_dec(x) for x in v]
-    if isinstance(v, dict):
-        if set(v) == {"__tuple__"}:
-            return tuple(_dec(x) for x in v["__tuple__"])
-        return {k: _dec(x) for k, x in v.items()}
-    return v
-
-
-def _spec_to_json(s: Spec) -> Dict[str, Any]:
+def _spec_to_data(s: Spec) -> Dict[str, Any]:
     if not isinstance(s.target, str):
         raise Uncacheable("a callable target")
-    defaults = {k: _enc(v) for k, v in s.defaults.items()}
-    if _dec(defaults) != dict(s.defaults):
-        raise Uncacheable("defaults do not round-trip")
+    defaults = dict(s.defaults)
+    try:
+        if marshal.loads(marshal.dumps(defaults)) != defaults:
+            raise Uncacheable("defaults do not round-trip")
+    except ValueError:  # an object marshal cannot write
+        raise Uncacheable("a default that is not plain data") from None
     return {"name": s.name, "kind": s.kind, "target": s.target, "plugin": s.plugin, "summary": s.summary,
             "paper": s.paper.as_dict(), "tags": list(s.tags), "capabilities": list(s.capabilities),
             "defaults": defaults}
@@ -130,14 +112,12 @@ def _spec_to_json(s: Spec) -> Dict[str, Any]:
 def load(fp: str) -> Optional[Tuple[Dict[Tuple[str, str], List[Spec]], Dict[str, PluginRecord]]]:
     """The stored discovery result for fingerprint ``fp``, or None."""
     try:
-        with open(_path(), encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(_path(), "rb") as fh:
+            data = marshal.load(fh)
         if data.get("fingerprint") != fp:
             return None
         specs: Dict[Tuple[str, str], List[Spec]] = {}
         for d in data["specs"]:
-            d = dict(d)
-            d["defaults"] = _dec(d["defaults"])
             s = Spec(**d)
             specs.setdefault((s.kind, s.name), []).append(s)
         plugins = {p["name"]: PluginRecord(**p) for p in data["plugins"]}
@@ -151,13 +131,13 @@ def store(fp: str, specs: Dict[Tuple[str, str], List[Spec]], plugins: Dict[str, 
     try:
         if any(p.status not in ("ok", "conflict") for p in plugins.values()):
             return False
-        data = {"fingerprint": fp, "specs": [_spec_to_json(s) for group in specs.values() for s in group],
+        data = {"fingerprint": fp, "specs": [_spec_to_data(s) for group in specs.values() for s in group],
                 "plugins": [p.as_dict() for p in plugins.values()]}
         path = _path()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
+        with open(tmp, "wb") as fh:
+            marshal.dump(data, fh)
         os.replace(tmp, path)
         return True
     except Exception:  # noqa: BLE001 - an unwritable cache directory only costs speed

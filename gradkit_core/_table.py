@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only (typing is not imported on a cached `gradkit list`)
+    from typing import Any, Dict, Iterable, List
 
 
 def _fmt(v: Any) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only (typing is not imported on a cached `gradkit list`)
+    from typing import List, Optional
 
 from .errors import GradkitError
 from ._kinds import KIND_HOOKS

@@ -13,8 +13,6 @@ from __future__ import annotations
 import builtins
 import os
 import re
-from typing import Any, Dict, Iterable, List, Optional, Tuple
-
 from . import _kinds
 from .errors import AmbiguousNameError, PluginLoadError, RegistrationError, UnknownKindError, UnknownNameError
 from .spec import PluginRecord, Spec
@@ -66,9 +64,9 @@ class Registry:
         self._given_eps = None if entry_points is None else builtins.list(entry_points)
         self._strict = strict
         self._use_cache = use_cache
-        import threading
+        import _thread  # threading's lock without importing threading (a cached list stays cheap)
 
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()
         self._discovered = False
         self._specs: Dict[Tuple[str, str], List[Spec]] = {}
         self._plugins: Dict[str, PluginRecord] = {}

@@ -8,8 +8,8 @@ as the whole cached listing (see ``tools/bench_list.py``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Optional, Tuple, Union
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9+._/-]*$")  # gymnasium ids keep their case
 TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")

@@ -83,6 +83,6 @@ def test_no_cache_switch_and_a_damaged_cache_file(cli, fake_dist):
     out = cli.python(PROBE, env={"GRADKIT_NO_CACHE": "1"})
     assert json.loads(out.stdout)["source"] == "scan"
     cache_dir = cli.pythonpath.parent / "gradkit-cache"
-    for f in cache_dir.glob("*.json"):
+    for f in cache_dir.glob("discovery-*"):
         f.write_text("{not json")
     assert probe(cli)["source"] == "scan" and probe(cli)["source"] == "cache"
