@@ -58,8 +58,6 @@ def run(*, quick: bool = False, out: Optional[Path] = None, seed: int = 0, progr
         _aggregation(res, quick, seed, progress)
     finally:
         torch.set_num_threads(threads)
-    if out is not None:
-        res.save(out)
     return res
 
 

@@ -22,7 +22,8 @@ Validation L1 is against the clean crop and validation 1-SSIM against the SSIM t
 i.e. the two task losses the paper reports.
 
 Every method sees the same image pool, the same crop/mask stream and the same initial weights per
-seed.  ``gcond-stochastic-code`` is GCond with the official code's anti-dominance rule.  GCond does
+seed.  GCond uses its default dominance rule (the official code's: after a streak the other task
+wins); ``gcond-stochastic-readme`` uses the README's rule (the dominant task keeps winning).  GCond does
 its own momentum, so it runs with AdamW betas (0, 0.95) as its authors recommend; the baselines use
 betas (0.9, 0.95).  Step times are CPU process times with one thread (the machine is shared).
 """
@@ -112,6 +113,24 @@ def _run_one(name: str, init_model, images, val, cfg, seed: int, show: bool) -> 
                 proj_iters=statistics.mean(iters))
 
 
+#: a claim "A is lower than B" holds when the paired per-seed difference B - A has a mean above MARGIN_K
+#: standard errors AND above MIN_REL of B's mean (a practically nil difference never passes, even when every
+#: seed agrees): an exact tie, or a difference within the seed noise, never passes
+MARGIN_K = 2.0
+MIN_REL = 0.01
+
+
+def lower_by_margin(a: List[float], b: List[float], k: float = MARGIN_K, min_rel: float = MIN_REL):
+    """``(holds, detail)`` for "a is lower than b", paired over seeds: mean(b - a) > k·SE and > min_rel·|mean b|."""
+    d = [y - x for x, y in zip(a, b)]
+    mean = statistics.mean(d)
+    se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("inf")
+    floor = min_rel * abs(statistics.mean(b))
+    holds = mean > k * se and mean > floor
+    return holds, (f"paired diff {mean:+.4f} ± {se:.4f} (SE, {len(d)} seeds; needs > {k:g} SE and > {floor:.4f} "
+                   f"= {100 * min_rel:g} %)")
+
+
 def _ms(vals: List[float]) -> str:
     sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
     return f"{statistics.mean(vals):.4f} ± {sd:.4f}"
@@ -152,7 +171,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
         l1v, ssv = vals(m, "l1"), vals(m, "ssim")
         obj = [LAMBDAS["l1"] * a + LAMBDAS["ssim"] * b for a, b in zip(l1v, ssv)]
         summary[m] = dict(l1=statistics.mean(l1v), ssim=statistics.mean(ssv), obj=statistics.mean(obj),
-                          l1_all=l1v, ssim_all=ssv, step=statistics.mean(vals(m, "step_time")),
+                          l1_all=l1v, ssim_all=ssv, obj_all=obj, step=statistics.mean(vals(m, "step_time")),
                           conflict=statistics.mean(vals(m, "conflict_rate")))
         res.add_row(method=m, steps=cfg["steps"], seeds=cfg["seeds"], val_l1=_ms(l1v), val_1_minus_ssim=_ms(ssv),
                     weighted_loss=_ms(obj), step_cpu_s=round(summary[m]["step"], 4),
@@ -171,9 +190,11 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     res.add_claim("(setup) the two tasks genuinely conflict: cos(g_L1, g_SSIM) < 0 on >= 30 % of steps and GCond "
                   "resolves >= 0.5 conflicts per step", conflict >= 0.3 and gres >= 0.5,
                   f"conflict rate {conflict:.2f} (mean over methods and seeds); GCond resolutions/step {gres:.2f}")
+    ok1, d1 = lower_by_margin(g["l1_all"], lin["l1_all"])
+    ok2, d2 = lower_by_margin(g["ssim_all"], lin["ssim_all"])
     res.add_claim("GCond (stochastic) reaches lower val L1 and lower val SSIM loss than the linear sum at equal steps "
-                  "(mean over seeds)", g["l1"] <= lin["l1"] and g["ssim"] <= lin["ssim"],
-                  f"L1 {g['l1']:.4f} vs {lin['l1']:.4f}; 1-SSIM {g['ssim']:.4f} vs {lin['ssim']:.4f}")
+                  f"(paired over seeds, margin {MARGIN_K:g} SE and {100 * MIN_REL:g} %)", ok1 and ok2,
+                  f"L1 {g['l1']:.4f} vs {lin['l1']:.4f} ({d1}); 1-SSIM {g['ssim']:.4f} vs {lin['ssim']:.4f} ({d2})")
     def seed_wins(a, b):  # seeds on which method a is strictly better than b on both metrics
         A, B = summary[a], summary[b]
         return sum(x < y and u < v for x, y, u, v in zip(A["l1_all"], B["l1_all"], A["ssim_all"], B["ssim_all"]))
@@ -186,19 +207,25 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     for m in METHODS:
         res.add_note(f"per seed {m}: L1 " + " / ".join(f"{v:.4f}" for v in summary[m]["l1_all"]) + "; 1-SSIM "
                      + " / ".join(f"{v:.4f}" for v in summary[m]["ssim_all"]))
-    gb_l1 = min(summary[m]["l1"] for m in GCOND)
-    gb_ss = min(summary[m]["ssim"] for m in GCOND)
-    bb_l1 = min((summary[m]["l1"], m) for m in BASELINES)
-    bb_ss = min((summary[m]["ssim"], m) for m in BASELINES)
-    res.add_claim("GCond (best variant) beats every baseline (linear sum, PCGrad, CAGrad, GradNorm) on both metrics",
-                  gb_l1 <= bb_l1[0] and gb_ss <= bb_ss[0],
-                  f"GCond L1 {gb_l1:.4f} vs best baseline {bb_l1[1]} {bb_l1[0]:.4f}; 1-SSIM {gb_ss:.4f} vs "
-                  f"{bb_ss[1]} {bb_ss[0]:.4f}")
+    gbest = min(GCOND, key=lambda m: summary[m]["obj"])  # best GCond variant by weighted loss
+    oks, details = [], []
+    for metric in ("l1", "ssim"):
+        for m in BASELINES:
+            ok, d = lower_by_margin(summary[gbest][f"{metric}_all"], summary[m][f"{metric}_all"])
+            oks.append(ok)
+            if not ok:
+                details.append(f"{metric} vs {m}: {d}")
+    res.add_claim(f"GCond (best variant, {gbest}) beats every baseline (linear sum, PCGrad, CAGrad, GradNorm) on both "
+                  f"metrics (paired over seeds, margin {MARGIN_K:g} SE and {100 * MIN_REL:g} %)", all(oks),
+                  f"{sum(oks)} of {len(oks)} (metric, baseline) comparisons hold"
+                  + ("; not: " + "; ".join(details) if details else ""))
     for mode in ("exact", "stochastic"):
         a, b = summary[f"gcond-{mode}"], summary[f"gcond-{mode}-noproj"]
+        ok, d = lower_by_margin(a["obj_all"], b["obj_all"])
         res.add_claim(f"(ablation) GCond's conflict resolution itself helps: gcond-{mode} has a lower weighted val loss "
-                      f"than the same conductor with the conflict loop off (mean over seeds)", a["obj"] <= b["obj"],
-                      f"0.85 L1 + 0.15 (1-SSIM): {a['obj']:.4f} with resolution vs {b['obj']:.4f} without; "
+                      f"than the same conductor with the conflict loop off (paired over seeds, margin {MARGIN_K:g} SE and "
+                      f"{100 * MIN_REL:g} %)",
+                      ok, f"0.85 L1 + 0.15 (1-SSIM): {a['obj']:.4f} with resolution vs {b['obj']:.4f} without ({d}); "
                       f"{seed_wins(f'gcond-{mode}', f'gcond-{mode}-noproj')} of {cfg['seeds']} seeds better on both "
                       "metrics")
     speed = ge["step"] / max(g["step"], 1e-12)
@@ -208,8 +235,9 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
     res.add_claim("stochastic mode keeps the quality of exact mode (weighted val loss within 5 %)", rel <= 0.05,
                   f"0.85 L1 + 0.15 (1-SSIM): stochastic {g['obj']:.4f} vs exact {ge['obj']:.4f} ({100 * rel:.1f} %)")
     gc = summary["gcond-stochastic-readme"]
-    res.add_note(f"dominance rule: documented ('paper', dominant task keeps winning) L1 {g['l1']:.4f}, 1-SSIM "
-                 f"{g['ssim']:.4f}; official code (other task wins) L1 {gc['l1']:.4f}, 1-SSIM {gc['ssim']:.4f}")
+    res.add_note(f"dominance rule: official code (default; after a streak the other task wins) L1 {g['l1']:.4f}, "
+                 f"1-SSIM {g['ssim']:.4f}; authors' README ('readme': the dominant task keeps winning) "
+                 f"L1 {gc['l1']:.4f}, 1-SSIM {gc['ssim']:.4f}")
     res.add_note(f"CPU scale: 16x16 generated crops, ~21k-param conv autoencoder, {cfg['steps']} steps x "
                  f"{cfg['n_acc']} micro-batches of {cfg['batch']}; {cfg['seeds']} seeds (mean ± std). The SSIM task's "
                  f"target is 0.5 + k (x - 0.5) with k = {cfg['ssim_contrast']} (contradicting the L1 task's clean "
@@ -219,6 +247,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[Path] = None, 
                  "resolved when its cosine is below t_weak = 0); weighted_loss = 0.85 L1 + 0.15 (1-SSIM). "
                  "*-noproj: GCond with projection_max_iters=0 (accumulation + its momentum + AdamW betas (0, 0.95), no "
                  "conflict resolution) -- separates the projection's effect from GCond's optimizer setup.")
-    if out is not None:
-        res.save(out)
     return res

@@ -95,6 +95,4 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
                           f"{times['GNS-exact']:.3f}s vs {times['scipy Newton-CG (exact Hessian)']:.3f}s")
     res.meta.update(repeats=repeats, threads=1, target=TARGET)
     res.add_note("scipy's iterations are its own (Newton-CG inner CG steps and L-BFGS line searches not counted)")
-    if out:
-        res.save(out)
     return res

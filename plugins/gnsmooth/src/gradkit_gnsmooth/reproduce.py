@@ -115,8 +115,6 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                  "the gradient baselines use the Euclidean metric")
     res.add_note("logistic/softmax approximate Hessian = weighted Gauss-Newton (log-sum-exp family, drops -pp^T); "
                  "which approximation the paper's logistic experiment uses is not stated in the brief (see README)")
-    if out:
-        res.save(out)
     return res
 
 
