@@ -166,3 +166,15 @@ def test_nonfinite_values_survive_json(tmp_path):
     r.add_row(v=float("nan"))
     r.save(tmp_path)
     assert json.loads((tmp_path / "nan.json").read_text())["rows"][0]["v"] == "nan"
+
+
+def test_missing_matplotlib_is_said_on_the_console_and_no_png_is_claimed(tmp_path, capsys, monkeypatch):
+    import sys
+
+    res = Result("nomp")
+    res.add_curve("loss", "a", [0, 1], [1.0, 0.5])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    written = res.save(tmp_path)
+    assert [p.name for p in written] == ["nomp.json"] and not (tmp_path / "nomp.png").exists()
+    err = capsys.readouterr().err
+    assert "no plot written" in err and "matplotlib" in err
