@@ -4,7 +4,8 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 from gradkit_apdhg.problems import (AssignmentOperator, LinearProgram, SaddleProblem, assignment_problem,
-                                    hungarian, kkt_parts, kkt_residual, random_assignment, rounding_accuracy)
+                                    farkas_ray_test, hungarian, kkt_parts, kkt_residual, primal_ray_test,
+                                    random_assignment, rounding_accuracy)
 from gradkit_apdhg.solvers import (AdaptivePDHG, AverageSpectrumAdapt, ChambollePock, FixedPCPDHG,
                                    HeYuanCorrection, PlainPDHG, predict, rho_along, xi_Q_xi)
 
@@ -302,3 +303,189 @@ def test_reproduction_claims_treat_capped_cp_as_lower_bound():
     grows = next(c for c in res.claims if "grows" in c.text)
     assert grows.passed                                         # 3x -> >= 10x
     assert all(c.passed for c in by.values())
+
+
+# ----------------------------------------------------------------------------- issue 11: general LPs, statuses, input
+def general_lp(m_eq, m_ub, n, seed, sparse=False):
+    """A feasible, bounded LP with equality rows, <= rows and mixed bounds (x >= 0, boxes, free, x <= ub), built
+    from a feasible point and a dual-feasible (y_eq, y_ub <= 0, z) so that HiGHS and the solvers must agree."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.choice(4, size=n, p=[0.4, 0.2, 0.2, 0.2])   # 0: x >= 0, 1: -1 <= x <= 2, 2: free, 3: x <= 1
+    lb = np.where(kinds == 0, 0.0, np.where(kinds == 1, -1.0, -np.inf))
+    ub = np.where(kinds == 1, 2.0, np.where(kinds == 3, 1.0, np.inf))
+    xf = np.where(kinds == 1, rng.uniform(-1, 2, n), np.where(kinds == 3, rng.uniform(-2, 1, n), rng.uniform(0, 2, n)))
+    xf[kinds == 2] = rng.standard_normal((kinds == 2).sum())
+    A_eq = rng.standard_normal((m_eq, n)) if m_eq else None
+    A_ub = rng.standard_normal((m_ub, n)) if m_ub else None
+    b_eq = A_eq @ xf if m_eq else None
+    b_ub = A_ub @ xf + rng.uniform(0, 1, m_ub) if m_ub else None
+    z = np.where(kinds == 0, rng.uniform(0, 1, n), np.where(kinds == 3, -rng.uniform(0, 1, n), rng.standard_normal(n)))
+    z[kinds == 2] = 0.0
+    c = z + (A_eq.T @ rng.standard_normal(m_eq) if m_eq else 0) + (A_ub.T @ -rng.uniform(0, 1, m_ub) if m_ub else 0)
+    if sparse:
+        A_eq = sp.csr_matrix(A_eq) if m_eq else None
+        A_ub = sp.csr_matrix(A_ub) if m_ub else None
+    bounds = [(None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in zip(lb, ub)]
+    return dict(c=c, A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=b_eq, bounds=bounds)
+
+
+@pytest.mark.parametrize("shape, seed, sparse", [((0, 8, 5), 0, False), ((3, 4, 12), 1, True), ((6, 0, 15), 0, False),
+                                                 ((2, 10, 6), 0, True), ((4, 6, 30), 2, False)])
+def test_general_lps_match_highs(shape, seed, sparse):
+    """Inequalities (A_ub), equalities, boxes, free and upper-bounded variables; dense and sparse: same optimum as
+    scipy's HiGHS; the duals are scipy's marginals (eqlin, ineqlin <= 0) up to the KKT tolerance."""
+    kw = general_lp(*shape, seed, sparse=sparse)
+    ref = linprog(method="highs", **kw)
+    assert ref.status == 0
+    lp = LinearProgram.from_linprog(**kw)
+    assert lp.n_eq == shape[0] and lp.n_ub == shape[1] and lp.shape == (shape[0] + shape[1], shape[2])
+    for solver in (AdaptivePDHG(), ChambollePock()):
+        res = solver.solve(lp, max_iter=50000, tol=1e-8)
+        assert res.status == 0 and res.success and res.converged, (solver.name, res.message)
+        assert res.nit == res.iterations and "successfully" in res.message
+        assert res.fun == pytest.approx(ref.fun, rel=1e-6, abs=1e-6)
+        assert res.fun == pytest.approx(lp.c @ res.x)
+        x = res.x
+        if shape[0]:
+            np.testing.assert_allclose(kw["A_eq"] @ x, kw["b_eq"], atol=1e-6)
+            assert res.eqlin.shape == (shape[0],)
+        if shape[1]:
+            assert np.all(kw["A_ub"] @ x <= kw["b_ub"] + 1e-6)
+            assert res.ineqlin.shape == (shape[1],) and np.all(res.ineqlin <= 1e-6)
+        # the reference duals satisfy our KKT definition with inequalities (sign convention = scipy's)
+        y_ref = np.r_[ref.eqlin.marginals if shape[0] else [], ref.ineqlin.marginals if shape[1] else []]
+        assert lp.kkt(ref.x, y_ref, f_star=ref.fun) < 1e-7
+
+
+def _infeasible_lp(seed):
+    kw = general_lp(3, 4, 10, seed)
+    a = np.random.default_rng(seed + 100).standard_normal(10)
+    kw["A_ub"] = np.vstack([kw["A_ub"], a, -a])
+    kw["b_ub"] = np.r_[kw["b_ub"], 1.0, -2.0]                 # a.x <= 1 and a.x >= 2
+    return kw
+
+
+def _unbounded_lp(seed):
+    kw = general_lp(3, 4, 10, seed)
+    kw["c"] = np.r_[kw["c"], -1.0]                            # a new variable x >= 0 in no constraint, cost -1
+    kw["A_ub"] = np.hstack([kw["A_ub"], np.zeros((4, 1))])
+    kw["A_eq"] = np.hstack([kw["A_eq"], np.zeros((3, 1))])
+    kw["bounds"] = kw["bounds"] + [(0, None)]
+    return kw
+
+
+@pytest.mark.parametrize("make, want, seed", [(_infeasible_lp, 2, 1), (_infeasible_lp, 2, 3), (_unbounded_lp, 3, 1),
+                                             (_unbounded_lp, 3, 2)])
+def test_infeasible_and_unbounded_lps_get_highs_status_and_a_certificate(make, want, seed):
+    kw = make(seed)
+    assert linprog(method="highs", **kw).status == want
+    lp = LinearProgram.from_linprog(**kw)
+    for solver in (AdaptivePDHG(), ChambollePock(), FixedPCPDHG()):
+        res = solver.solve(lp, max_iter=20000, tol=1e-8)
+        assert res.status == want, (solver.name, res.status, res.message)
+        assert not res.success and res.fun is None and res.nit < 20000
+        assert ("infeasible" if want == 2 else "unbounded") in res.message
+        ray = res.certificate
+        if want == 2:       # Farkas: b^T y + bound terms = 1, A^T y has the right signs, y_ub <= 0
+            ok, viol, obj = farkas_ray_test(ray, lp.A, lp.b, lp.lb, lp.ub, lp.n_eq, 1e-8)
+            assert ok and obj == pytest.approx(1.0)
+        else:               # primal ray: c^T d = -1, A_eq d = 0, A_ub d <= 0, d in the bounds' recession cone
+            assert lp.c @ ray == pytest.approx(-1.0)
+            assert primal_ray_test(ray, lp.A, lp.c, lp.lb, lp.ub, lp.n_eq, 1e-8)[0]
+
+
+def test_simple_infeasible_and_unbounded_lps():
+    # x1 + x2 = -1, x >= 0: Farkas ray y = -1 (b^T y = 1, A^T y = (-1, -1) <= 0 on x >= 0)
+    res = AdaptivePDHG().solve(LinearProgram([1.0, 1.0], np.array([[1.0, 1.0]]), [-1.0]), max_iter=5000)
+    assert res.status == 2 and res.certificate[0] < 0
+    # min -x1 s.t. x1 - x2 = 0, x >= 0: ray (1, 1)
+    res = AdaptivePDHG().solve(LinearProgram([-1.0, 0.0], np.array([[1.0, -1.0]]), [0.0]), max_iter=5000)
+    assert res.status == 3
+    np.testing.assert_allclose(res.certificate, [1.0, 1.0], atol=1e-6)
+    # the old behaviour: no detection -> iteration limit with exploding iterates
+    res = AdaptivePDHG().solve(LinearProgram([-1.0, 0.0], np.array([[1.0, -1.0]]), [0.0]), max_iter=500,
+                               infeasibility_every=None)
+    assert res.status == 1 and res.fun < -10 and "Iteration limit" in res.message
+
+
+def test_feasible_problems_are_never_declared_infeasible():
+    lp = random_assignment(12, seed=1)
+    res = AdaptivePDHG().solve(lp, max_iter=20000, tol=1e-9, infeasibility_every=1)
+    assert res.status == 0 and res.certificate is None
+
+
+def test_scipy_like_result_fields():
+    res = AdaptivePDHG().solve(tiny_lp(), max_iter=5000, tol=1e-9)
+    assert (res.status, res.success, res.fun) == (0, True, pytest.approx(1.0))
+    np.testing.assert_allclose(res.x, [1.0, 0.0], atol=1e-7)
+    np.testing.assert_allclose(res.eqlin, [1.0], atol=1e-6)
+    capped = AdaptivePDHG().solve(random_assignment(10), max_iter=7, tol=1e-12)
+    assert capped.status == 1 and not capped.success and capped.nit == 7 and capped.fun == pytest.approx(
+        capped.x @ random_assignment(10).c)
+    timed = ChambollePock().solve(random_assignment(30), max_iter=10 ** 7, tol=1e-14, time_limit=0.05)
+    assert timed.status == 1 and "Time limit" in timed.message
+    # a generic saddle problem has no known objective
+    ident = lambda v, rho: v  # noqa: E731
+    gen = AdaptivePDHG().solve(SaddleProblem(ident, ident, np.array([[1.0]]), np.array([0.0])), [1.0], [1.0],
+                               max_iter=3000, tol=1e-10)
+    assert gen.status == 0 and gen.fun is None
+
+
+def test_nan_inputs_are_clear_errors_not_failed_step_tests():
+    A = np.array([[1.0, 1.0]])
+    with pytest.raises(ValueError, match="A contains NaN"):
+        LinearProgram([1.0, 2.0], np.array([[1.0, np.nan]]), [1.0])
+    with pytest.raises(ValueError, match="sparse.*NaN"):
+        LinearProgram([1.0, 2.0], sp.csr_matrix(np.array([[1.0, np.nan]])), [1.0])
+    with pytest.raises(ValueError, match="A_ub contains NaN"):
+        LinearProgram([1.0, 2.0], A_ub=np.array([[np.inf, 1.0]]), b_ub=[1.0])
+    with pytest.raises(ValueError, match="b_ub contains NaN"):
+        LinearProgram([1.0, 2.0], A_ub=A, b_ub=[np.nan])
+    with pytest.raises(ValueError, match="lb contains NaN"):
+        LinearProgram([1.0, 2.0], A, [1.0], lb=[0.0, np.nan])
+    with pytest.raises(ValueError, match="ub contains NaN"):
+        LinearProgram([1.0, 2.0], A, [1.0], ub=np.nan)
+    with pytest.raises(ValueError, match="lb contains inf"):
+        LinearProgram([1.0, 2.0], A, [1.0], lb=np.inf, ub=np.inf)
+    with pytest.raises(ValueError, match="at least one constraint"):
+        LinearProgram([1.0, 2.0])
+    with pytest.raises(ValueError, match="A_ub and b_ub together"):
+        LinearProgram([1.0, 2.0], A_ub=A)
+    with pytest.raises(ValueError, match="b_ub has 2 entries"):
+        LinearProgram([1.0, 2.0], A_ub=A, b_ub=[1.0, 2.0])
+    with pytest.raises(ValueError, match="bounds"):
+        LinearProgram.from_linprog([1.0, 2.0], A_ub=A, b_ub=[1.0], bounds=[(0, 1)] * 3)
+    # a NaN coming out of a user's prox or operator is named as such (was: "step test still fails")
+    nan_prox = lambda v, rho: np.full_like(v, np.nan)  # noqa: E731
+    ident = lambda v, rho: v  # noqa: E731
+    prob = SaddleProblem(nan_prox, ident, np.eye(2), np.zeros(2))
+    for solver in (AdaptivePDHG(), ChambollePock(), PlainPDHG(), FixedPCPDHG()):
+        with pytest.raises(ValueError, match="prox_f returned NaN"):
+            solver.solve(prob, max_iter=10)
+    from scipy.sparse.linalg import LinearOperator
+    bad_op = LinearOperator((1, 2), matvec=lambda x: np.array([np.nan]), rmatvec=lambda y: np.zeros(2),
+                            dtype=np.float64)
+    with pytest.raises(ValueError, match="A @ x returned NaN"):
+        AdaptivePDHG().solve(LinearProgram([1.0, 2.0], bad_op, [1.0]), max_iter=10)
+    with pytest.raises(ValueError, match="infeasibility_every"):
+        AdaptivePDHG().solve(tiny_lp(), infeasibility_every=0)
+    with pytest.raises(ValueError, match="infeasibility_tol"):
+        AdaptivePDHG().solve(tiny_lp(), infeasibility_tol=float("nan"))
+
+
+def test_solvers_on_a_zero_operator():
+    """A = 0: the saddle problem decouples (x* = clip(-c), for the LP the bounds); Chambolle-Pock's default steps
+    were 0.99/||A|| = 0.99/0 (ZeroDivisionError) and the fixed PC-PDHG's r = ||A||/sqrt(nu) = 0."""
+    lp = LinearProgram([1.0, -1.0], np.zeros((1, 2)), [0.0], lb=-1.0, ub=2.0)   # min x1 - x2 on the box
+    for solver in (ChambollePock(), FixedPCPDHG(), AdaptivePDHG()):
+        res = solver.solve(lp, max_iter=200, tol=1e-10)
+        assert res.status == 0, (solver.name, res.message)
+        np.testing.assert_allclose(res.x, [-1.0, 2.0])
+        assert res.fun == pytest.approx(-3.0)
+    # Chambolle-Pock with A = 0 on a generic problem: prox-only iterations, to the prox fixed point
+    shrink = lambda v, rho: np.sign(v) * np.maximum(np.abs(v) - 1.0 / rho, 0.0)  # noqa: E731  (|x|)
+    prob = SaddleProblem(shrink, lambda v, rho: v * rho / (rho + 1.0), np.zeros((2, 3)), np.zeros(2))
+    res = ChambollePock().solve(prob, x0=[3.0, -2.0, 0.5], y0=[1.0, 1.0], max_iter=500, tol=1e-12)
+    assert res.status == 0
+    np.testing.assert_allclose(res.x, 0.0, atol=1e-9)
+    np.testing.assert_allclose(res.y, 0.0, atol=1e-9)

@@ -35,8 +35,24 @@ from .problems import SaddleProblem, operator_norm
 
 
 # ----------------------------------------------------------------------------- result / bookkeeping
+STATUS_MESSAGES = {
+    0: "Optimization terminated successfully: relative KKT residual <= tol.",
+    1: "Iteration limit reached.",
+    2: "The problem is infeasible.",
+    3: "The problem is unbounded.",
+    4: "Numerical difficulties encountered: the iterates became non-finite.",
+}
+
+
 @dataclass
 class SolveResult:
+    """What ``solve`` returns, with scipy's ``OptimizeResult`` names: ``x``, ``fun`` (c^T x for an LP; None for
+    a generic saddle problem and, as in scipy, for status 2 and 3), ``status`` (0 converged, 1 iteration or time
+    limit, 2 infeasible, 3 unbounded, 4 non-finite iterates), ``success`` (status == 0), ``message``, ``nit``.
+    Also ``y`` (the dual iterate: scipy's eqlin / ineqlin marginals for an LP, see ``eqlin`` / ``ineqlin``),
+    ``certificate`` (for status 2 a Farkas dual ray y with ray objective 1, for status 3 a primal ray d with
+    c^T d = -1), ``residual``, ``matvecs``, ``history``, ``backtracks``, ``seconds``."""
+
     x: np.ndarray
     y: np.ndarray
     converged: bool
@@ -46,6 +62,29 @@ class SolveResult:
     history: Dict[str, List[float]] = field(default_factory=dict)
     backtracks: int = 0
     seconds: float = 0.0
+    status: int = 1
+    message: str = ""
+    fun: Optional[float] = None
+    certificate: Optional[np.ndarray] = None
+    n_eq: Optional[int] = None
+
+    @property
+    def success(self) -> bool:
+        return self.status == 0
+
+    @property
+    def nit(self) -> int:
+        return self.iterations
+
+    @property
+    def eqlin(self) -> np.ndarray:
+        """Equality-constraint duals (d fun / d b), scipy's ``res.eqlin.marginals``."""
+        return self.y[: (len(self.y) if self.n_eq is None else self.n_eq)]
+
+    @property
+    def ineqlin(self) -> np.ndarray:
+        """Inequality-constraint duals (<= 0), scipy's ``res.ineqlin.marginals``."""
+        return self.y[(len(self.y) if self.n_eq is None else self.n_eq):]
 
     def first_hit(self, tol: float, key: str = "residual"):
         """(iteration, matvecs, seconds) at which history[key] first went <= tol, or None."""
@@ -56,18 +95,41 @@ class SolveResult:
 
 
 class _Counter:
-    """Counts A / A^T applications."""
+    """Counts A / A^T applications and rejects a non-finite result for a finite argument (a LinearOperator that
+    holds NaN / inf)."""
 
     def __init__(self, A):
         self.A, self.n = A, 0
 
     def mv(self, x):
         self.n += 1
-        return self.A.matvec(x)
+        return _finite_op(self.A.matvec(x), x, "A @ x")
 
     def rmv(self, y):
         self.n += 1
-        return self.A.rmatvec(y)
+        return _finite_op(self.A.rmatvec(y), y, "A^T @ y")
+
+
+def _finite_op(out, arg, what):
+    out = np.asarray(out, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(out)) and np.all(np.isfinite(arg)):
+        raise ValueError(f"{what} returned NaN or inf for a finite argument: the operator A contains NaN or inf")
+    return out
+
+
+def _sparsify(v, rel=1e-3):
+    m = float(np.max(np.abs(v))) if v.size else 0.0
+    return np.where(np.abs(v) >= rel * m, v, 0.0) if m > 0 and np.isfinite(m) else v
+
+
+def _check_prox(out, arg, name, size):
+    out = np.asarray(out, dtype=np.float64).reshape(-1)
+    if out.shape[0] != size:
+        raise ValueError(f"{name} returned {out.shape[0]} entries, expected {size}")
+    if not np.all(np.isfinite(out)) and np.all(np.isfinite(arg)):
+        raise ValueError(f"{name} returned NaN or inf for a finite input: check the problem's prox map "
+                         "(for an LP: c, lb, ub)")
+    return out
 
 
 def _check_positive(name, val, upper=None):
@@ -188,22 +250,76 @@ class _Solver:
 
     def solve(self, problem: SaddleProblem, x0=None, y0=None, *, max_iter: int = 10000, tol: float = 1e-6,
               f_star: Optional[float] = None, check_every: int = 1, time_limit: Optional[float] = None,
-              callback: Optional[Callable] = None) -> SolveResult:
+              callback: Optional[Callable] = None, infeasibility_every: Optional[int] = 32,
+              infeasibility_tol: float = 1e-8) -> SolveResult:
         """Iterate until the relative KKT residual (LinearProgram) or the relative fixed-point residual
-        ||w^{k+1} - w^k|| / max(1, ||w^k||) (generic SaddleProblem) is <= tol, or max_iter."""
+        ||w^{k+1} - w^k|| / max(1, ||w^k||) (generic SaddleProblem) is <= tol (status 0), max_iter or time_limit
+        (status 1), a certificate of infeasibility (2) or unboundedness (3) is found, or an iterate is non-finite (4).
+
+        Infeasibility detection (LinearProgram, every ``infeasibility_every`` iterations, None = off), as PDLP does
+        it: on an infeasible or unbounded LP the iterates diverge along a ray while the difference of iterates
+        converges to it, so three candidates are tested: the last difference w^k - w^{k-1}, the mean difference
+        over the last ``infeasibility_every`` iterations (the corrected iterates of apdhg can settle into a 2-cycle
+        around the ray, which an even window averages out), the drift (w^k - w^0)/k and, at k = 2^j
+        ``infeasibility_every``, the difference of the mean iterates of the two halves (mean(w^{h+1..k}) -
+        mean(w^{1..h}))/h, h = k/2, in which the bounded jitter of the adaptive steps cancels like 1/k^2; each
+        candidate is also tried with its entries below 1e-3 of its largest entry set to 0.  Only the certificate
+        test decides, so a heuristic candidate can delay detection but never make it wrong.  Their y part is tested as a Farkas dual ray, their x part as a primal ray, each with
+        relative residual <= ``infeasibility_tol`` (PDLP's default 1e-8).  Monitoring costs are not counted in
+        ``matvecs``."""
         self._check_run_args(max_iter, tol, check_every)
+        if infeasibility_every is not None and (not isinstance(infeasibility_every, (int, np.integer))
+                                                or isinstance(infeasibility_every, bool) or infeasibility_every < 1):
+            raise ValueError(f"infeasibility_every must be a positive int or None, got {infeasibility_every!r}")
+        _check_positive("infeasibility_tol", infeasibility_tol)
+        if time_limit is not None:
+            _check_positive("time_limit", time_limit)
         x, y = self._start(problem, x0, y0)
+        x_start, y_start = x.copy(), y.copy()
+        x_mark, y_mark, k_mark = x_start, y_start, 0
+        sum_x, sum_y, snaps = np.zeros_like(x), np.zeros_like(y), {}
         cnt = _Counter(problem.A)
         state = self._init_state(problem, x, y, cnt)
         hist = {k: [] for k in ("iter", "residual", "matvecs", "time", "r", "s", "alpha", "rho")}
         t0 = time.perf_counter()
         res, converged, k = float("inf"), False, 0
+        status, message, certificate = 1, STATUS_MESSAGES[1], None
         for k in range(1, max_iter + 1):
             x_old, y_old = x, y
             x, y, info = self._step(problem, x, y, state, cnt)
             if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
                 res = float("inf")
+                status, message = 4, STATUS_MESSAGES[4] + f" (iteration {k})"
                 break
+            if infeasibility_every is not None:
+                sum_x += x
+                sum_y += y
+            if infeasibility_every is not None and k % infeasibility_every == 0:
+                found = None
+                K = k - k_mark
+                cands = [(x - x_old, y - y_old), ((x - x_mark) / K, (y - y_mark) / K),
+                         ((x - x_start) / k, (y - y_start) / k)]
+                h = k // 2
+                if h in snaps:   # (mean of iterates h+1..k - mean of 1..h) / h: bounded jitter cancels as 1/k^2
+                    sx, sy = snaps.pop(h)
+                    cands.append((((sum_x - sx) - sx) / (h * h), ((sum_y - sy) - sy) / (h * h)))
+                q = k // infeasibility_every
+                if q & (q - 1) == 0:
+                    snaps[k] = (sum_x.copy(), sum_y.copy())
+                # the same candidates with entries below 1e-3 of their largest entry set to 0: a ray of an LP is
+                # often sparse while the adaptive steps leave O(1) jitter on the bounded coordinates
+                cands += [(_sparsify(dx), _sparsify(dy)) for dx, dy in cands[1:]]
+                for dx, dy in cands:
+                    found = problem.infeasibility(dx, dy, infeasibility_tol)
+                    if found:
+                        break
+                x_mark, y_mark, k_mark = x, y, k
+                if found:
+                    status, certificate, message = found
+                    message += f" (iteration {k})"
+                    kk = problem.kkt(x, y, f_star=f_star)
+                    res = kk if kk is not None else res
+                    break
             if k % check_every == 0 or k == max_iter:
                 kkt = problem.kkt(x, y, f_star=f_star)
                 if kkt is None:
@@ -223,11 +339,16 @@ class _Solver:
                     callback(k, x, y, res)
                 if res <= tol:
                     converged = True
+                    status, message = 0, STATUS_MESSAGES[0]
                     break
                 if time_limit is not None and time.perf_counter() - t0 > time_limit:
+                    message = f"Time limit of {time_limit:g} s reached."
                     break
+        fun = problem.objective(x) if status in (0, 1, 4) and np.all(np.isfinite(x)) else None
         return SolveResult(x=x, y=y, converged=converged, iterations=k, matvecs=cnt.n, residual=res,
-                           history=hist, backtracks=state.get("backtracks", 0), seconds=time.perf_counter() - t0)
+                           history=hist, backtracks=state.get("backtracks", 0), seconds=time.perf_counter() - t0,
+                           status=status, message=message, fun=fun, certificate=certificate,
+                           n_eq=getattr(problem, "n_eq", None))
 
     def _init_state(self, problem, x, y, cnt):
         return {}
@@ -236,9 +357,11 @@ class _Solver:
 def predict(problem, x, y, Aty, r, s, cnt=None):
     """One prediction (PDHG step without extrapolation). Returns (x~, y~, A x~)."""
     mv = cnt.mv if cnt is not None else problem.A.matvec
-    xt = problem.prox_f(x + Aty / r, r)
+    v = x + Aty / r
+    xt = _check_prox(problem.prox_f(v, r), v, "prox_f", x.shape[0])
     Axt = mv(xt)
-    yt = problem.prox_g(y - (Axt - problem.b) / s, s)
+    w = y - (Axt - problem.b) / s
+    yt = _check_prox(problem.prox_g(w, s), w, "prox_g", y.shape[0])
     return xt, yt, Axt
 
 
@@ -318,13 +441,21 @@ class FixedPCPDHG(AdaptivePDHG):
 
     def __init__(self, r=None, s=None, *, nu=0.9, gamma=1.0, correction="he_yuan", op_norm=None):
         super().__init__(1.0, 1.0, nu=nu, gamma=gamma, correction=correction, adapt="fixed")
+        for nm, v in (("r", r), ("s", s)):
+            if v is not None:
+                _check_positive(nm, v)
+        if op_norm is not None and (not isinstance(op_norm, (int, float)) or not math.isfinite(op_norm)
+                                    or op_norm < 0):
+            raise ValueError(f"op_norm must be a finite non-negative number, got {op_norm!r}")
         self.r_fix, self.s_fix, self.op_norm = r, s, op_norm
 
     def _init_state(self, problem, x, y, cnt):
         st = super()._init_state(problem, x, y, cnt)
         L = self.op_norm if self.op_norm is not None else operator_norm(problem.A)
-        st["r"] = float(self.r_fix) if self.r_fix is not None else L / math.sqrt(self.nu)
-        st["s"] = float(self.s_fix) if self.s_fix is not None else L / math.sqrt(self.nu)
+        # A = 0: every (r, s) passes the test; r = s = 1 (r = 0 would divide by zero in the prox)
+        r_def = L / math.sqrt(self.nu) if L > 0 else 1.0
+        st["r"] = float(self.r_fix) if self.r_fix is not None else r_def
+        st["s"] = float(self.s_fix) if self.s_fix is not None else r_def
         return st
 
 
@@ -360,12 +491,16 @@ class ChambollePock(_Solver):
                 _check_positive(nm, v)
         if not isinstance(theta, (int, float)) or not 0.0 <= theta <= 1.0:
             raise ValueError(f"theta must be in [0, 1], got {theta!r}")
+        if op_norm is not None and (not isinstance(op_norm, (int, float)) or not math.isfinite(op_norm)
+                                    or op_norm < 0):
+            raise ValueError(f"op_norm must be a finite non-negative number, got {op_norm!r}")
         self.tau, self.sigma, self.theta, self.op_norm, self.check_steps = tau, sigma, float(theta), op_norm, check_steps
 
     def _init_state(self, problem, x, y, cnt):
         L = self.op_norm if self.op_norm is not None else operator_norm(problem.A)
-        tau = self.tau if self.tau is not None else 0.99 / L
-        sigma = self.sigma if self.sigma is not None else 0.99 / L
+        # A = 0 (the problem decouples): any steps satisfy tau*sigma*||A||^2 < 1; default tau = sigma = 1
+        tau = self.tau if self.tau is not None else (0.99 / L if L > 0 else 1.0)
+        sigma = self.sigma if self.sigma is not None else (0.99 / L if L > 0 else 1.0)
         if self.check_steps and tau * sigma * L * L >= 1.0:
             raise ValueError(f"Chambolle-Pock needs tau*sigma*||A||^2 < 1, got {tau * sigma * L * L:.4g} "
                              f"(tau={tau:.4g}, sigma={sigma:.4g}, ||A||={L:.4g})")
@@ -373,8 +508,10 @@ class ChambollePock(_Solver):
 
     def _step(self, problem, x, y, st, cnt):
         tau, sigma = st["tau"], st["sigma"]
-        x_new = problem.prox_f(x + tau * st["Aty"], 1.0 / tau)
+        v = x + tau * st["Aty"]
+        x_new = _check_prox(problem.prox_f(v, 1.0 / tau), v, "prox_f", x.shape[0])
         xbar = x_new + self.theta * (x_new - x)
-        y_new = problem.prox_g(y - sigma * (cnt.mv(xbar) - problem.b), 1.0 / sigma)
+        w = y - sigma * (cnt.mv(xbar) - problem.b)
+        y_new = _check_prox(problem.prox_g(w, 1.0 / sigma), w, "prox_g", y.shape[0])
         st["Aty"] = cnt.rmv(y_new)
         return x_new, y_new, {"r": 1.0 / tau, "s": 1.0 / sigma, "alpha": 1.0}
