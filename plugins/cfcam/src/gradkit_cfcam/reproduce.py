@@ -211,13 +211,15 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     res.meta["seconds"] = time.perf_counter() - t0
     res.add_note("at the last block (ReLU -> global average pool -> linear, like ResNet-50's layer4[-1] in the paper) "
                  "dy_c/dA = W_c/hw is the same at every pixel and for every input: Smooth Grad-CAM++ then equals "
-                 "Grad-CAM++, a Gaussian filter (reflect boundary) leaves the cluster gradient unchanged, and only the "
-                 "bilateral kernel's zero padding alters it; lesions/mid-layer explains the third block (16x16), where "
+                 "Grad-CAM++, and CF-CAM's filters (zero-padded border, as in the official code) only scale the "
+                 "cluster weights by one factor < 1; lesions/mid-layer explains the third block (16x16), where "
                  "the gradient varies")
     res.add_note("latency is per image (batch of 1, one CPU thread, median); vs_score_cam_speed = Score-CAM latency / "
                  "method latency")
-    res.add_note("cf-cam = paper's Gaussian filter (sigma=1, a gradkit default: the paper gives none); cf-cam/bilateral "
-                 "= the official code's kernel; cf-cam/no-softmax = ablation without the softmax weight normalisation")
+    res.add_note("cf-cam = paper's Gaussian filter (sigma=1, a gradkit default: the paper gives none; zero-padded "
+                 "border as in the official code, so the weight is a centre-weighted mean of the cluster gradient); "
+                 "cf-cam/bilateral = the official code's kernel; cf-cam/no-softmax = ablation without the softmax "
+                 "weight normalisation")
     res.add_note("Average Drop/Increase use the official mask cam > 0.5 on the input; deletion/insertion use a zero "
                  "baseline and the softmax probability of the predicted class")
     return res  # the CLI prints it and writes JSON/PNG into --out
