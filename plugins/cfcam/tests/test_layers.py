@@ -254,3 +254,48 @@ def test_non_finite_logits_are_a_clear_error(name):
     with gk.create(name, model, target_layer=model.cam_layer(), **METHODS[name]) as cam:
         with pytest.raises(ValueError, match=r"logits\) contains NaN"):
             cam(_x(), targets=0)
+
+
+class _InfInside(nn.Module):
+    """Finite input and finite logits, but the target layer's output has an inf (clamped later)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = self.act(self.conv(x) / (x - x[0, 0, 0, 0]).abs().amin().clamp_max(0.0))  # 1/0 -> inf
+        return self.head(a.clamp_max(1.0).mean(dim=(2, 3)))
+
+
+class _SqrtAfter(nn.Module):
+    """dy/dA of sqrt(A) at A = 0 is inf: finite logits, non-finite gradient."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(torch.sqrt(self.act(self.conv(x))).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_non_finite_activations_are_a_clear_error(name):
+    model = _InfInside().eval()
+    with gk.create(name, model, target_layer=model.act, **METHODS[name]) as cam:
+        with pytest.raises(ValueError, match=r"activations of target layer act .*contains inf"):
+            cam(_x(), targets=0)
+
+
+@pytest.mark.parametrize("name", ["grad-cam", "grad-cam++", "smooth-grad-cam++", "cf-cam"])
+def test_non_finite_gradient_is_a_clear_error(name):
+    model = _SqrtAfter().eval()
+    with gk.create(name, model, target_layer=model.act, **METHODS[name]) as cam:
+        with pytest.raises(ValueError, match=r"gradient of the target logits at target layer act .*contains"):
+            cam(_x(), targets=0)

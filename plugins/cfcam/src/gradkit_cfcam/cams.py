@@ -128,10 +128,12 @@ def _logits_of(output: Any) -> torch.Tensor:
     return logits
 
 
-def _check_finite(t: torch.Tensor, what: str, hint: str = "") -> None:
-    """ValueError naming ``what`` and the first offending sample when ``t`` (batch first) has NaN/inf."""
+def _check_finite(t: torch.Tensor, what: Union[str, Callable[[], str]], hint: str = "") -> None:
+    """ValueError naming ``what`` (a string or a function giving it) and the offending samples when ``t``
+    (batch first) has NaN/inf."""
     bad = ~torch.isfinite(t.detach())
     if bool(bad.any()):
+        what = what() if callable(what) else what
         per = bad.flatten(1).any(1) if bad.dim() > 1 else bad
         idx = torch.nonzero(per).flatten().tolist()
         kinds = []
@@ -289,7 +291,7 @@ class BaseCAM(abc.ABC):
                 w = self.cam_weights(x=x, activations=a, gradients=None if grads is None else grads[i],
                                      targets=targets_t, logits=logits, extras=extras, layer=i)
                 w = w.to(device=a.device, dtype=a.dtype)
-                _check_finite(w, f"{type(self).__name__}'s channel weights at {self._layer_name(i)}")
+                _check_finite(w, lambda: f"{type(self).__name__}'s channel weights at {self._layer_name(i)}")
                 raw = torch.relu(torch.einsum("bk,bkhw->bhw", w, a))
                 raws.append(raw)
                 weights_l.append(w)
@@ -318,8 +320,12 @@ class BaseCAM(abc.ABC):
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _layer_name(self, i: int) -> str:
-        name = next((n for n, m in self.model.named_modules() if m is self.target_layers[i]), "?")
-        return f"target layer {name or '<model>'} ({type(self.target_layers[i]).__name__})"
+        names = self.__dict__.get("_layer_names")
+        if names is None:
+            ids = {id(m): n for n, m in self.model.named_modules()}
+            names = self._layer_names = [f"target layer {ids.get(id(m)) or '<model>'} ({type(m).__name__})"
+                                         for m in self.target_layers]
+        return names[i]
 
     def model_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits for ``x`` (no hooks), checked to be finite."""
@@ -409,7 +415,7 @@ class BaseCAM(abc.ABC):
         acts = []
         for i in range(n):
             a = self.to_bkhw(raws[i], i).detach()
-            _check_finite(a, f"the activations of {self._layer_name(i)}")
+            _check_finite(a, lambda: f"the activations of {self._layer_name(i)}")
             acts.append(a)
         return acts, leaves, logits
 
@@ -427,7 +433,7 @@ class BaseCAM(abc.ABC):
                 raise ValueError(f"the model's logits do not depend on {self._layer_name(i)}; pick a layer on "
                                  "the path to the logits")
             g = self.to_bkhw(g.detach(), i)
-            _check_finite(g, f"the gradient of the target logits at {self._layer_name(i)}")
+            _check_finite(g, lambda: f"the gradient of the target logits at {self._layer_name(i)}")
             if self._grad_noise > 0:
                 std = g.flatten(1).std(1).view(-1, 1, 1, 1)
                 noise = torch.randn(g.shape, generator=self._generator, dtype=g.dtype, device="cpu").to(g.device)
