@@ -119,9 +119,11 @@ def run_experiment(kind: str, args: argparse.Namespace) -> int:
     what = f"{kind[:-1]} {spec.name!r}"
     if args.full and not (accepts_var or "full" in params):
         raise CommandError(f"{what} has no --full mode", 2)
-    for opt, value in (("jobs", args.jobs), ("resume", args.resume or None)):
-        if value is not None and not (accepts_var or opt in params):
+    for opt, value in (("jobs", args.jobs), ("resume", args.resume or None), ("executor", args.executor)):
+        if value is not None and not (accepts_var or opt in params or (opt == "executor" and "jobs" in params)):
             raise CommandError(f"{what} does not take --{opt} (it runs in one process, from scratch)", 2)
+    if args.address and args.executor != "ray":
+        raise CommandError("--address names a Ray cluster: use it with --executor ray", 2)
     out_dir = _check_out_dir(Path(args.out) if args.out else Path("results") / spec.name)
     wanted: Dict[str, Any] = {"quick": args.quick, "full": args.full, "seed": args.seed,
                               "progress": not args.no_progress, "out": out_dir}
@@ -130,8 +132,17 @@ def run_experiment(kind: str, args: argparse.Namespace) -> int:
         kwargs["jobs"] = args.jobs
     if args.resume:
         kwargs["resume"] = True
+    from . import executors
+    from .results import RunsFailed
+
     t0 = time.perf_counter()
-    result = fn(**kwargs)
+    try:
+        with executors.use(args.executor or "local", args.address):
+            result = fn(**kwargs)
+    except RunsFailed as exc:
+        log = out_dir / "failures.txt"
+        log.write_text(exc.tracebacks())
+        raise CommandError(f"{exc} -- tracebacks in {log}", 1) from None
     elapsed = time.perf_counter() - t0
     from .results import Result
 
@@ -142,6 +153,8 @@ def run_experiment(kind: str, args: argparse.Namespace) -> int:
     result.meta.setdefault("quick", args.quick)
     result.meta.setdefault("full", args.full)
     result.meta.setdefault("seed", args.seed)
+    if args.executor:
+        result.meta.setdefault("executor", args.executor)
     result.meta.setdefault("component", spec.qualified_name)
     result.meta.setdefault("command", "gradkit " + " ".join(sys.argv[1:]) if sys.argv else "")
     result.meta.setdefault("versions", _versions(spec))

@@ -232,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--no-progress", action="store_true")
         s.add_argument("--jobs", type=_positive_int, default=None,
                        help="worker processes for independent runs, where the plugin supports it")
+        s.add_argument("--executor", choices=["local", "serial", "ray"], default=None,
+                       help="where independent runs go: local worker processes (default), serial, or Ray "
+                            "(pip install 'gradkit-core[ray]'), for plugins that take --jobs")
+        s.add_argument("--address", default=None,
+                       help="with --executor ray: an existing Ray cluster (e.g. ray://head:10001 or auto); "
+                            "default: a local Ray instance with --jobs CPUs")
         s.add_argument("--resume", action="store_true",
                        help="reuse the finished runs stored under OUT/runs, where the plugin supports it")
         s.add_argument("--check", action="store_true", help="exit 1 if a claim does not hold")

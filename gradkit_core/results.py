@@ -162,25 +162,49 @@ def progress(iterable=None, total=None, desc: str = "", enabled: bool = True, **
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, **kw)
 
 
+class RunsFailed(RuntimeError):
+    """Some runs of :func:`run_many` raised; every other run finished (and is stored, with a cache)."""
+
+    def __init__(self, failures: List[tuple], total: int):
+        self.failures = failures  # [(task, traceback text)]
+        lines = [f"{len(failures)} of {total} runs failed (the others finished and are stored):"]
+        for task, tb in failures:
+            last = [ln for ln in tb.strip().splitlines() if ln.strip()][-1:] or ["?"]
+            lines.append(f"  {json.dumps(_clean(task), sort_keys=True)}: {last[0].strip()}")
+        super().__init__("\n".join(lines))
+
+    def tracebacks(self) -> str:
+        return "\n".join(f"--- {json.dumps(_clean(t), sort_keys=True)}\n{tb}" for t, tb in self.failures)
+
+
 def run_many(fn, tasks: Sequence[Dict[str, Any]], *, jobs: int = 1, cache_dir: Path | str | None = None,
              resume: bool = False, progress_bar: bool = False, desc: str = "runs",
-             shared: Optional[Dict[str, Any]] = None) -> List[Any]:
-    """Run ``fn(**task, **shared)`` for every task, in ``jobs`` worker processes; results in task order.
+             shared: Optional[Dict[str, Any]] = None, executor: Any = None, address: Optional[str] = None) -> List[Any]:
+    """Run ``fn(**task, **shared)`` for every task, on an executor; results in task order.
 
-    For long reproductions made of independent runs (algorithm x seed). ``fn`` must be a
-    module-level function (workers are *spawned*, so it is imported by name) returning JSON-able
-    data. With ``cache_dir`` each finished run is written to ``cache_dir/<task>.json`` as soon as
-    it ends, so hours of work survive an interruption; with ``resume=True`` a run whose file holds
-    the same task is read back instead of being run again. A stored file for a different task is
-    never reused (it is overwritten when that run finishes). ``shared`` keyword arguments go to every
-    call but are not part of a run's identity (a progress switch, say).
+    For long reproductions made of independent runs (algorithm x seed x setting). ``fn`` must be a
+    module-level function (workers import it by name) returning JSON-able data, and seeded by its task,
+    so that every executor gives the same results. ``executor`` is ``"local"`` (``jobs`` spawned worker
+    processes; ``jobs=1`` runs in this process), ``"serial"``, ``"ray"`` (with ``address`` for an
+    existing cluster) or a :class:`gradkit_core.executors.Executor`; by default the one chosen for the
+    whole command (``gradkit ... --executor``), else ``"local"``.
+
+    With ``cache_dir`` each finished run is written to ``cache_dir/<task>.json`` as soon as it ends (the
+    same files whatever the executor, so a sweep started on one can be resumed on another); with
+    ``resume=True`` a run whose file holds the same task is read back instead of being run again. A
+    stored file for a different task is never reused. ``shared`` keyword arguments go to every call
+    but are not part of a run's identity (a progress switch, say). A run that raises does not stop the
+    others: when all are done, :class:`RunsFailed` lists each failed task with its traceback.
     """
     import hashlib
+
+    from . import executors
 
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     if resume and cache_dir is None:
         raise ValueError("resume=True needs a cache_dir to read finished runs from")
+    ex = executors.make(executor, jobs=jobs, address=address)
     shared = dict(shared or {})
     tasks = [dict(t) for t in tasks]
     clean_tasks = [_clean(t) for t in tasks]
@@ -197,36 +221,40 @@ def run_many(fn, tasks: Sequence[Dict[str, Any]], *, jobs: int = 1, cache_dir: P
     todo = []
     for i, (t, p) in enumerate(zip(clean_tasks, paths)):
         if resume and p is not None and p.exists():
-            stored = json.loads(p.read_text())
+            try:
+                stored = json.loads(p.read_text())
+            except (OSError, ValueError):
+                stored = {}
             if stored.get("task") == t:
                 results[i] = stored["result"]
                 continue
         todo.append(i)
 
-    def _store(i: int, value: Any) -> None:
+    bar = progress(total=len(tasks), initial=len(tasks) - len(todo), desc=desc, enabled=progress_bar)
+    failures: List[tuple] = []
+
+    def on_result(j: int, value: Any) -> None:
+        i = todo[j]
         results[i] = _clean(value)
         if paths[i] is not None:
             paths[i].parent.mkdir(parents=True, exist_ok=True)
             tmp = paths[i].with_suffix(".tmp")
             tmp.write_text(json.dumps({"task": clean_tasks[i], "result": results[i]}))
             tmp.replace(paths[i])
+        bar.update(1)
 
-    bar = progress(total=len(tasks), initial=len(tasks) - len(todo), desc=desc, enabled=progress_bar)
+    def on_error(j: int, tb: str) -> None:
+        failures.append((tasks[todo[j]], tb))
+        bar.update(1)
+
     try:
-        if jobs == 1 or len(todo) <= 1:
-            for i in todo:
-                _store(i, fn(**tasks[i], **shared))
-                bar.update(1)
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=ctx) as pool:
-                futures = {pool.submit(fn, **tasks[i], **shared): i for i in todo}
-                for fut in as_completed(futures):
-                    _store(futures[fut], fut.result())
-                    bar.update(1)
+        if len(todo) == 1 and isinstance(ex, executors.ProcessExecutor):
+            ex = executors.SerialExecutor()
+        ex.map(fn, [{**tasks[i], **shared} for i in todo], on_result, on_error)
     finally:
         bar.close()
+    if failures:
+        order = {id(t): k for k, t in enumerate(tasks)}
+        failures.sort(key=lambda f: order.get(id(f[0]), 0))
+        raise RunsFailed(failures, len(tasks))
     return results

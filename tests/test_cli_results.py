@@ -1,6 +1,7 @@
 """`gradkit reproduce` / `bench` plumbing and Result output, with an in-memory plugin."""
 
 import json
+import sys
 import types
 
 import pytest
@@ -25,8 +26,14 @@ def fake_repro(*, quick=False, out=None, seed=0, progress=True):
 
 
 def fake_parallel(*, out=None, seed=0, progress=True, jobs=1, resume=False):
+    from gradkit_core import executors
+
     CALLS.append(dict(jobs=jobs, resume=resume))
+    EXECUTORS.append(executors.make(None, jobs=jobs).describe())
     return Result("par")
+
+
+EXECUTORS = []
 
 
 def not_a_result(**kw):
@@ -178,3 +185,29 @@ def test_missing_matplotlib_is_said_on_the_console_and_no_png_is_claimed(tmp_pat
     assert [p.name for p in written] == ["nomp.json"] and not (tmp_path / "nomp.png").exists()
     err = capsys.readouterr().err
     assert "no plot written" in err and "matplotlib" in err
+
+
+def test_executor_option_reaches_run_many_in_plugins_that_take_jobs(toy_registry, tmp_path, capsys):
+    EXECUTORS.clear()
+    assert cli.main(["reproduce", "par", "--jobs", "2", "--executor", "serial", "--out", str(tmp_path)]) == 0
+    assert cli.main(["reproduce", "par", "--jobs", "2", "--out", str(tmp_path)]) == 0
+    assert EXECUTORS == ["serial (1 job)", "local (2 jobs)"]
+    assert json.loads((tmp_path / "par.json").read_text())["meta"].get("executor") is None
+    assert cli.main(["reproduce", "toy", "--executor", "ray", "--out", str(tmp_path)]) == 2
+    assert "does not take --executor" in capsys.readouterr().err
+    assert cli.main(["reproduce", "par", "--address", "auto", "--out", str(tmp_path)]) == 2
+    assert "--address" in capsys.readouterr().err
+
+
+def test_failed_runs_are_one_error_with_tracebacks_in_the_out_dir(toy_registry, tmp_path, capsys, monkeypatch):
+    from gradkit_core.results import RunsFailed
+
+    def boom(**kw):
+        raise RunsFailed([({"method": "x", "seed": 1}, "Traceback ...\nValueError: diverged")], 4)
+
+    monkeypatch.setattr(sys.modules[__name__], "fake_parallel", boom)
+    toy_registry._specs[("reproductions", "par")] = [toy_registry.resolve("par").evolve(target=boom)]
+    assert cli.main(["reproduce", "par", "--jobs", "2", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 of 4 runs failed") and err.count("\n") == 1 and "ValueError: diverged" in err
+    assert "ValueError: diverged" in (tmp_path / "failures.txt").read_text()

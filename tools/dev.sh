@@ -21,7 +21,8 @@ install() {
   # setuptools is the build backend of every package; with it in the venv, pip can skip per-package
   # isolated build environments (--no-build-isolation), which keeps ~20 editable installs fast.
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "setuptools>=64" wheel
-  local pkgs=(-e "$root")
+  # the core with its extras: plot (matplotlib, for reproductions' PNGs) and ray (--executor ray; its tests run in CI)
+  local pkgs=(-e "$root[plot,ray]")
   for d in "$root"/plugins/*/ "$root"/envs/*/; do
     [ -f "$d/pyproject.toml" ] || continue
     # a package's `test` extra holds the peers its tests compare against (captum, ribs, torch-tract, ...)
