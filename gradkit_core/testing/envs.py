@@ -19,6 +19,9 @@ Subclass :class:`EnvConformance` and set:
 
 The rules checked: ``gymnasium.utils.env_checker.check_env`` passes on the unwrapped env;
 reset and step return values that lie in the declared spaces with the documented types;
+a non-finite (NaN, +inf, -inf) entry in a ``Box`` action is a ``ValueError`` and leaves the env
+as it was (the next valid step gives what a fresh env gives: no silent clipping, zeroing or
+physics reset);
 ``reset(seed=s)`` with the same actions reproduces the trajectory exactly (twice on one
 env and across two envs); the id is registered with a *string* entry point (nothing is
 imported before ``make``) and ``make`` builds the class that gradkit's component names.
@@ -123,6 +126,36 @@ class EnvConformance:
         finally:
             env_a.close()
             env_b.close()
+
+    def test_non_finite_action_is_a_clear_error(self):
+        import gymnasium
+        import numpy as np
+
+        env, ref = self.make(), self.make()
+        try:
+            if not isinstance(env.action_space, gymnasium.spaces.Box):
+                pytest.skip("the rule is for Box action spaces")
+            env.reset(seed=7)
+            env.action_space.seed(7)
+            action = np.asarray(env.action_space.sample())
+            for bad in (np.nan, np.inf, -np.inf):
+                x = np.array(action, dtype=np.float64)
+                x.reshape(-1)[0] = bad
+                with pytest.raises(ValueError) as exc:
+                    env.step(x.astype(action.dtype) if np.issubdtype(action.dtype, np.floating) else x)
+                assert "finite" in str(exc.value).lower() or "nan" in str(exc.value).lower(), (
+                    f"the error should say the action is not finite, got: {exc.value}"
+                )
+            # the refused steps changed nothing: the next valid step equals a fresh env's first step
+            got = env.step(action)
+            ref.reset(seed=7)
+            want = ref.step(action)
+            assert np.array_equal(np.asarray(got[0]), np.asarray(want[0])) and float(got[1]) == float(want[1]), (
+                "a refused non-finite action must leave the env unchanged"
+            )
+        finally:
+            env.close()
+            ref.close()
 
     def test_episode_ends(self):
         if self.max_episode_steps is None:

@@ -110,7 +110,7 @@ def test_uni_reward_is_clipped_base_reward():
     from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
     task = make("gradkit/HalfCheetahUni-v0", episode_length=60)
-    raw = HalfCheetahEnv()
+    raw = HalfCheetahEnv(reset_noise_scale=0.0)  # the task's default fixed start
     o1, _ = task.reset(seed=3)
     o2, _ = raw.reset(seed=3)
     np.testing.assert_array_equal(o1[:-1], o2)
@@ -330,3 +330,66 @@ def test_a_foot_with_several_floor_contacts_counts_once_and_other_pairs_not_at_a
         env._contacts = types.SimpleNamespace(geom=np.array(pairs, dtype=np.int64).reshape(-1, 2))
         descs.append(env.step(np.zeros(6))[4]["descriptor"])
     np.testing.assert_array_equal(descs, [[1.0, 0.0], [1 / 2, 1 / 2], [1 / 3, 1 / 3]])
+
+
+# ----------------------------------------------------------------------------- issue 13: starts, actions, metadata
+@pytest.mark.parametrize("env_id", ["gradkit/HalfCheetahUni-v0", "gradkit/AntOmni-v0", "gradkit/HopperUni-v0"])
+def test_fixed_start_is_the_default_and_random_starts_are_an_option(env_id):
+    env = gym.make(env_id, episode_length=5)
+    a, _ = env.reset(seed=1)
+    b, _ = env.reset(seed=2)
+    np.testing.assert_array_equal(a, b)  # every episode starts from the initial pose at rest
+    base = env.unwrapped.base_env.unwrapped
+    np.testing.assert_array_equal(base.data.qvel, 0.0)
+    rnd = gym.make(env_id, episode_length=5, fixed_start=False)
+    c, _ = rnd.reset(seed=1)
+    d, _ = rnd.reset(seed=2)
+    assert not np.array_equal(c, d)
+    with pytest.raises(ValueError, match="fixed_start"):
+        gym.make(env_id, reset_noise_scale=0.1)
+
+
+@pytest.mark.parametrize("env_id", ["gradkit/HalfCheetahUni-v0", "gradkit/AntOmni-v0", "gradkit/PointOmni-v0"])
+def test_non_finite_actions_are_refused_before_the_physics_moves(env_id):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    n = env.action_space.shape[0]
+    before = env.reset(seed=0)[0]
+    for bad in (np.nan, np.inf, -np.inf):
+        a = np.zeros(n)
+        a[-1] = bad
+        with pytest.raises(ValueError, match="finite"):
+            env.step(a)
+        with pytest.raises(ValueError, match="finite"):
+            env.step(list(a))  # any array-like
+    obs, r, *_ = env.step(np.zeros(n))
+    ref = gym.make(env_id).unwrapped
+    ref.reset(seed=0)
+    obs2, r2, *_ = ref.step(np.zeros(n))
+    np.testing.assert_array_equal(obs, obs2)
+    assert r == r2 and np.all(np.isfinite(before))
+
+
+def test_point_vector_env_refuses_non_finite_actions():
+    from gradkit_locomotion.point import PointOmniVectorEnv
+
+    venv = PointOmniVectorEnv(3)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match="finite"):
+        venv.step(np.array([[0.0, 0.0], [np.nan, 0.0], [0.0, 0.0]]))
+
+
+def test_huge_finite_actions_are_not_mistaken_for_non_finite():
+    env = gym.make("gradkit/HalfCheetahUni-v0").unwrapped
+    env.reset(seed=0)
+    with np.errstate(over="ignore"):  # gymnasium's control cost squares the action
+        env.step(np.full(6, 1e308))  # the fast sum check overflows; the exact check lets it through
+
+
+@pytest.mark.parametrize("env_id", sorted(gradkit_locomotion.TASKS))
+def test_render_fps_in_metadata(env_id):
+    env = gym.make(env_id)
+    fps = env.unwrapped.metadata["render_fps"]
+    assert isinstance(fps, int) and fps > 0
+    if env_id != "gradkit/PointOmni-v0":
+        assert fps == env.unwrapped.base_env.unwrapped.metadata["render_fps"]

@@ -50,10 +50,16 @@ def _check_len(episode_length) -> int:
     return int(episode_length)
 
 
+def _check_finite(action: np.ndarray) -> None:
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"PointOmni action must be finite, got {action.tolist()} (NaN or inf entries); "
+                         "the step was not taken")
+
+
 class PointOmniEnv(gym.Env):
     """Single point mass; see the module docstring."""
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": [], "render_fps": int(round(1.0 / DT))}
     descriptor_kind = "final_xy"
 
     def __init__(self, episode_length: int = 50, reset_noise_scale: float = 0.0):
@@ -88,6 +94,7 @@ class PointOmniEnv(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (2,):
             raise ValueError(f"PointOmni action must have shape (2,), got {action.shape}")
+        _check_finite(action)
         self._pos, self._vel, reward = point_step(self._pos, self._vel, action)
         self._t += 1
         truncated = self._t >= self.episode_length
@@ -104,7 +111,7 @@ class PointOmniVectorEnv(VectorEnv):
     resets every sub-env (gymnasium's ``NEXT_STEP`` autoreset) and ignores its action.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": [], "render_fps": int(round(1.0 / DT))}
 
     def __init__(self, num_envs: int, episode_length: int = 50, reset_noise_scale: float = 0.0, **kwargs):
         if kwargs:
@@ -153,6 +160,7 @@ class PointOmniVectorEnv(VectorEnv):
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, 2):
             raise ValueError(f"actions must have shape ({self.num_envs}, 2), got {actions.shape}")
+        _check_finite(actions)
         if self._needs_reset:
             obs, info = self.reset()
             zeros = np.zeros(self.num_envs, dtype=bool)

@@ -11,7 +11,11 @@ what the QD papers put around it (QDax ``locomotion_wrappers.py``, ``wrappers.py
   tasks drop the forward term and add 3.03 per step (survive + ctrl + contact + 3.03);
 * a **time-remaining feature** ``(T - t) / T`` appended to the observation (QDax
   ``TimeAwarenessWrapper``): 1 at reset, ``1/T`` before the last action, 0 on the final observation;
-* episodes truncated at ``episode_length`` steps (gymnasium's unhealthy termination is kept).
+* episodes truncated at ``episode_length`` steps (gymnasium's unhealthy termination is kept);
+* a **fixed start** by default (``fixed_start=True``: the base env's ``reset_noise_scale`` is 0, so
+  every episode starts from the model's initial pose at rest and an evaluation is deterministic);
+  ``fixed_start=False`` restores gymnasium's random reset noise;
+* a non-finite (NaN/inf) action is a ``ValueError`` raised before the physics is touched.
 
 ``info`` of every step carries ``"descriptor"`` (the running descriptor) and ``"valid_steps"``; the
 step that ends the episode also carries ``"final_descriptor"``.  ``descriptor_bounds`` gives the
@@ -20,6 +24,7 @@ box ``(low, high)`` a consumer uses to normalise descriptors to ``[-1, 1]``.
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -39,6 +44,33 @@ FEET = {
     "Ant": ("left_ankle_geom", "right_ankle_geom", "third_ankle_geom", "fourth_ankle_geom"),
 }
 FLOOR = "floor"
+
+
+def check_finite_action(action: Any) -> None:
+    """``ValueError`` unless every entry of ``action`` is finite (called before the env changes).
+
+    The common case costs one ``tolist`` and one ``sum`` (a NaN or inf entry makes the sum
+    non-finite); only then, or for inputs that are not flat arrays, is the exact check run."""
+    try:
+        if math.isfinite(sum(action.tolist())):
+            return
+    except (AttributeError, TypeError):
+        pass
+    a = np.asarray(action, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action must be finite, got {a.tolist()} (NaN or inf entries); the step was not taken")
+
+
+def fixed_start_kwargs(fixed_start: bool, base_kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``base_kwargs`` with ``reset_noise_scale=0`` when ``fixed_start`` (conflicting values are an error)."""
+    kw = dict(base_kwargs)
+    if fixed_start:
+        noise = kw.get("reset_noise_scale", 0.0)
+        if noise != 0.0:
+            raise ValueError(f"fixed_start=True starts every episode from the initial pose (reset_noise_scale=0), "
+                             f"got reset_noise_scale={noise!r}; pass fixed_start=False for random starts")
+        kw["reset_noise_scale"] = 0.0
+    return kw
 
 
 def _check_positive_int(name: str, value: Any) -> int:
@@ -98,6 +130,7 @@ class LocomotionEnv(gym.Env):
         self.clip_reward = bool(clip_reward)
         self.time_feature = bool(time_feature)
         self.render_mode = getattr(base_env, "render_mode", None)
+        self.metadata = {**type(self).metadata, "render_fps": base_env.metadata["render_fps"]}
         model = base_env.unwrapped.model
         self.model = model
         self.data = base_env.unwrapped.data
@@ -217,9 +250,15 @@ class LocomotionEnv(gym.Env):
     def step(self, action):
         # Kept lean on purpose: the QD layer must add at most 10% to the raw env's step time (bench.py),
         # and HalfCheetah's raw step is ~37 us, so every attribute lookup and numpy call counts here.
+        # The finiteness check is one tolist + sum (np.isfinite(a).all() costs 4x more).
         # Measured choices: the descriptor is filled entry by entry into np.empty (np.array of a few
         # floats or a ufunc on a stored array costs 2-3x more), the contact list is read only when ncon > 0,
         # and one foot touching with several contacts counts once (bit mask).
+        try:
+            if not math.isfinite(sum(action.tolist())):
+                check_finite_action(action)
+        except (AttributeError, TypeError):
+            check_finite_action(action)
         base_obs, reward, terminated, truncated, info = self.base_env.step(action)
         t = self._t = self._t + 1
         if self.omni_reward:
@@ -289,14 +328,16 @@ class AntOmni(LocomotionEnv):
     Step reward ``max(survive + ctrl + contact + 3.03, 0)``; the observation keeps x, y divided by ``b``.
     """
 
-    def __init__(self, episode_length: int = 250, desc_bound: float = 30.0, render_mode=None, **ant_kwargs):
+    def __init__(self, episode_length: int = 250, desc_bound: float = 30.0, render_mode=None,
+                 fixed_start: bool = True, **ant_kwargs):
         base = _ant(
             exclude_current_positions_from_observation=False,
             forward_reward_weight=0.0,
             render_mode=render_mode,
             **self._extra_ant_kwargs(),
-            **ant_kwargs,
+            **fixed_start_kwargs(fixed_start, ant_kwargs),
         )
+        self.fixed_start = bool(fixed_start)
         super().__init__(
             base,
             descriptor=FINAL_XY,
@@ -321,9 +362,10 @@ class AntTrapOmni(AntOmni):
 class _UniTask(LocomotionEnv):
     _robot = ""
 
-    def __init__(self, episode_length: int = 1000, render_mode=None, **base_kwargs):
+    def __init__(self, episode_length: int = 1000, render_mode=None, fixed_start: bool = True, **base_kwargs):
+        self.fixed_start = bool(fixed_start)
         super().__init__(
-            self._make_base(render_mode=render_mode, **base_kwargs),
+            self._make_base(render_mode=render_mode, **fixed_start_kwargs(fixed_start, base_kwargs)),
             descriptor=FEET_CONTACT,
             episode_length=episode_length,
             feet=FEET[self._robot],
