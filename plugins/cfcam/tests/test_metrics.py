@@ -178,3 +178,19 @@ def test_latency_positive_and_checked(tiny):
         assert cam_latency(cam, x[:2], repeats=1) > 0
         with pytest.raises(ValueError, match="repeats"):
             cam_latency(cam, x[:2], repeats=0)
+        assert cam_latency(cam, x[:2], repeats=1, clock="process") > 0
+        with pytest.raises(ValueError, match="clock"):
+            cam_latency(cam, x[:2], clock="cpu")
+
+
+def test_process_clock_ignores_time_spent_waiting(tiny):
+    """CPU time does not count a sleep (another process holding the core), wall time does."""
+    import time as _time
+
+    class Sleepy:
+        def __call__(self, x, targets=None):
+            _time.sleep(0.02)
+            return x
+
+    assert cam_latency(Sleepy(), torch.zeros(2, 1, 4, 4), repeats=1, warmup=0, clock="process") < 0.01
+    assert cam_latency(Sleepy(), torch.zeros(2, 1, 4, 4), repeats=1, warmup=0, clock="wall") >= 0.02
