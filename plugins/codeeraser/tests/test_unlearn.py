@@ -254,7 +254,7 @@ class TestConformance(UnlearnerConformance):
     @pytest.fixture(autouse=True)
     def _name(self, name):
         self.component = name
-        self.component_kwargs = {"lr": 1e-3}
+        self.component_kwargs = {"lr": 1e-3, "max_steps": 4}  # max_steps: the default budget (kept small)
         self.uses_retain = name != "ssga"
 
     @pytest.fixture

@@ -82,6 +82,4 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
         res.add_row(optimizer=name, ms_per_step=1e3 * t, time_ratio_to_adamw=t / t_ref, state_MB=s / 2**20,
                     state_ratio_to_adamw=s / s_ref if s_ref else float("nan"))
     res.add_note("time includes the forward/backward work each optimizer needs per step (ZO: 2q+1 forwards, no backward)")
-    if out is not None:
-        res.save(out)
     return res

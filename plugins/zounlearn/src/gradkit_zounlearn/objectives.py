@@ -5,16 +5,21 @@
   where ``log pi(y|x)`` is the sum of the (masked) token log-probabilities of a forget sample and
   ``pi_ref`` the frozen pre-unlearning model; ``log(1 + e^z) = softplus(z)``.
 
-Batches are ``{'input_ids', 'loss_mask'?, 'attention_mask'?}`` dicts, ``(input_ids, loss_mask)``
-tuples or ``input_ids`` tensors; ``loss_mask`` (B, T) marks the tokens whose prediction counts
-(default: all tokens after the first).
+GradDiff with ``lam = 0`` is plain gradient ascent on the forget set (no retain data): the LM
+gradient ascent of this plugin, not a separate method.
+
+Batches (the gradkit unlearner convention): a dict ``{"input_ids": LongTensor (B, T),
+"attention_mask"?: (B, T), "forget_mask"?: bool (B, T)}`` or a bare ``input_ids`` LongTensor.  In a
+forget batch ``forget_mask`` marks the tokens to forget (default: every token after the first); a
+retain batch may instead carry ``loss_mask``, the tokens whose retain loss counts.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Callable, Iterable, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -81,28 +86,117 @@ def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float = 0.1,
     return loss if retain_nll is None or lam == 0 else loss + lam * retain_nll
 
 
-def _batch(batch: Any, what: str):
-    if isinstance(batch, dict):
-        if "input_ids" not in batch:
-            raise ValueError(f"a {what} batch dict needs 'input_ids'; got keys {sorted(batch)}")
-        return batch["input_ids"], batch.get("loss_mask"), batch.get("attention_mask")
+def vocab_size(model: nn.Module) -> Optional[int]:
+    """The input vocabulary (HF ``get_input_embeddings``, the first ``nn.Embedding``, else the logits' width)."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    if emb is None:
+        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if isinstance(emb, nn.Embedding):
+        return int(emb.num_embeddings)
+    was = model.training
+    model.eval()
+    try:
+        p = next(model.parameters(), None)
+        with torch.no_grad():
+            lg = _logits(model, torch.zeros(1, 2, dtype=torch.long, device=p.device if p is not None else "cpu"))
+        return int(lg.shape[-1])
+    except Exception:  # noqa: BLE001 - the first real batch gives a clear error instead
+        return None
+    finally:
+        model.train(was)
+
+
+def _mask(m: Any, ids: torch.Tensor, name: str, where: str) -> Optional[torch.Tensor]:
+    if m is None:
+        return None
+    if not isinstance(m, torch.Tensor):
+        raise TypeError(f"{where}: {name} must be a tensor of shape {tuple(ids.shape)}, got {type(m).__name__}")
+    if m.shape != ids.shape:
+        raise ValueError(f"{where}: {name} has shape {tuple(m.shape)}; expected the input_ids shape {tuple(ids.shape)}")
+    if m.dtype != torch.bool:
+        if m.is_floating_point() or not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError(f"{where}: {name} must be a bool (or 0/1 integer) tensor")
+        m = m.bool()
+    return m
+
+
+def parse_batch(batch: Any, what: str, index: int = 0, vocab: Optional[int] = None):
+    """``(input_ids, mask, attention_mask)`` of a forget (``forget_mask``) or retain (``loss_mask``) batch,
+    validated: integer ids (B, T) with T >= 2 inside the vocabulary, masks of the same shape, and a mask
+    that leaves every sample at least one target token (position >= 1)."""
+    where = f"{what} batch {index}"
+    key = "forget_mask" if what == "forget" else "loss_mask"
     if isinstance(batch, torch.Tensor):
-        return batch, None, None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0], (batch[1] if len(batch) > 1 else None), None
-    raise TypeError(f"a {what} batch must be a dict with 'input_ids', a tuple (input_ids, loss_mask) or an ids "
-                    f"tensor; got {type(batch).__name__}")
+        batch = {"input_ids": batch}
+    if not isinstance(batch, dict):
+        raise TypeError(f"{where}: a batch must be a dict {{'input_ids', 'attention_mask'?, '{key}'?}} or an "
+                        f"input_ids LongTensor (B, T); got {type(batch).__name__}")
+    if what == "forget" and ("loss_mask" in batch or "secret_mask" in batch):
+        raise ValueError(f"{where}: the mask of tokens to forget is called 'forget_mask' in every gradkit LM "
+                         f"unlearner; got keys {sorted(batch)}")
+    unknown = set(batch) - {"input_ids", "attention_mask", key}
+    if unknown:
+        raise ValueError(f"{where}: unknown batch keys {sorted(unknown)}; expected 'input_ids', 'attention_mask', "
+                         f"'{key}'")
+    if "input_ids" not in batch:
+        raise ValueError(f"{where}: a batch dict needs 'input_ids'; got keys {sorted(batch)}")
+    ids = batch["input_ids"]
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
+        raise ValueError(f"{where}: input_ids must be an integer (long) tensor of shape (B, T); got "
+                         f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}")
+    if ids.shape[0] == 0:
+        raise ValueError(f"{where} is empty (B = 0)")
+    if ids.shape[1] < 2:
+        raise ValueError(f"{where}: sequences need at least 2 tokens for next-token losses, got T={ids.shape[1]}")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or (vocab is not None and hi >= vocab):
+        raise ValueError(f"{where}: token ids range over [{lo}, {hi}], out of range for the vocabulary "
+                         f"[0, {vocab if vocab is not None else 'V'})")
+    attn = _mask(batch.get("attention_mask"), ids, "attention_mask", where)
+    m = _mask(batch.get(key), ids, key, where)
+    tgt = torch.ones_like(ids[:, 1:], dtype=torch.bool) if m is None else m[:, 1:]
+    if attn is not None:
+        tgt = tgt & attn[:, 1:]
+    empty = (~tgt.any(1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"{where}: {key if m is not None else 'attention_mask'} of sample(s) {empty} leaves no target "
+                         "token after position 0 (position 0 is never predicted); "
+                         + ("the forget term would vanish and only the retain term would train" if what == "forget"
+                            else "the retain term would vanish"))
+    return ids.long(), m, attn
+
+
+def _batch(batch: Any, what: str):
+    """:func:`parse_batch` that also takes an ``(input_ids, loss_mask)`` tuple (the attacks' batches)."""
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor) and what != "forget":
+        batch = {"input_ids": batch[0], **({"loss_mask": batch[1]} if len(batch) > 1 else {})}
+    return parse_batch(batch, what)
 
 
 def _materialize(data, what):
-    if isinstance(data, (str, bytes, torch.Tensor)) or not hasattr(data, "__iter__"):
+    if data is None or isinstance(data, (str, bytes, int, float, bool, torch.Tensor)) or not hasattr(data, "__iter__"):
         raise TypeError(f"the {what} set must be an iterable of batches (a list or DataLoader), got {type(data).__name__}")
-    out = list(data)
-    for b in out:
-        ids, _, _ = _batch(b, what)
-        if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.shape[1] < 2:
-            raise ValueError(f"{what} input_ids must be integer tensors of shape (B, T) with T >= 2")
-    return out
+    return list(data)
+
+
+def check_budget(epochs: Any, max_steps: Any):
+    for name, v in (("epochs", epochs), ("max_steps", max_steps)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
+    return epochs, max_steps
+
+
+def check_seed(seed: Any) -> Optional[int]:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return seed
+
+
+def _finite(name: str, v: Any, *, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
+    return float(v)
 
 
 def make_optimizer(name_or_opt, params, lr: float, **kw) -> torch.optim.Optimizer:
@@ -123,34 +217,47 @@ def make_optimizer(name_or_opt, params, lr: float, **kw) -> torch.optim.Optimize
     return table[name_or_opt](params, lr=lr, **kw)
 
 
+#: default budget when ``unlearn`` gets neither ``epochs`` nor ``max_steps``
+DEFAULT_MAX_STEPS = 100
+
+
 class LMUnlearner:
     """GradDiff / NPO unlearning of a causal LM with any optimizer grade.
 
     ``LMUnlearner(model, objective="npo"|"graddiff", optimizer="adamw", lr=1e-4, beta=0.1, lam=1.0,
-    ref_model=None, optimizer_kwargs=None, params=None)``.  ``params(model)`` may pick the trained
-    parameters (e.g. the last blocks for zeroth order).  ``unlearn(forget, retain, steps=...)`` runs
-    ``steps`` updates, each on the next forget and retain batch, and returns the model.
-    First-order optimizers get a closure that calls ``backward``; ``zo`` gets a loss-only closure
-    evaluated without autograd; ``hybrid-fo-zo`` gets both.
+    ref_model=None, optimizer_kwargs=None, params=None, epochs=None, max_steps=None, seed=None)``.
+    ``params(model)`` may pick the trained parameters (e.g. the last blocks for zeroth order).
+    ``unlearn(forget, retain=None, *, epochs=None, max_steps=None, seed=None)`` runs update steps, each on
+    the next forget and retain batch (an epoch is one pass over the forget batches; default budget
+    ``max_steps=100``) and returns the model.  First-order optimizers get a closure that calls
+    ``backward`` (model in train mode); ``zo`` gets a loss-only closure evaluated in eval mode without
+    autograd (dropout would add noise to the loss differences, a graph would cost memory);
+    ``hybrid-fo-zo`` gets both.  ``last_run`` reports ``steps``, ``epochs`` and ``stopped_by``.
     """
 
     def __init__(self, model: nn.Module, *, objective: str = "npo", optimizer: Any = "adamw", lr: float = 1e-4,
                  beta: float = 0.1, lam: float = 1.0, ref_model: Optional[nn.Module] = None,
-                 optimizer_kwargs: Optional[dict] = None, params: Optional[Callable[[nn.Module], Iterable]] = None):
+                 optimizer_kwargs: Optional[dict] = None, params: Optional[Callable[[nn.Module], Iterable]] = None,
+                 epochs: Optional[int] = None, max_steps: Optional[int] = None, seed: Optional[int] = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module causal LM, got {type(model).__name__}")
         if objective not in ("npo", "graddiff"):
             raise ValueError(f"objective must be 'npo' or 'graddiff', got {objective!r}")
-        if not beta > 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
         if isinstance(optimizer, str) and optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
         self.model, self.objective, self.optimizer_spec = model, objective, optimizer
-        self.lr, self.beta, self.lam = float(lr), float(beta), float(lam)
+        self.lr = _finite("lr", lr, positive=True)
+        self.beta = _finite("beta", beta, positive=True)
+        self.lam = _finite("lam", lam)
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        if isinstance(optimizer, str):  # fail at construction on bad optimizer hyperparameters
+            make_optimizer(optimizer, [torch.nn.Parameter(torch.zeros(1))], self.lr, **self.optimizer_kwargs)
         self.params_fn = params
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            max_steps = DEFAULT_MAX_STEPS
+        self.epochs, self.max_steps = epochs, max_steps
+        self.seed = check_seed(seed)
         self.ref_model = None
         if objective == "npo":
             self.ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
@@ -159,14 +266,19 @@ class LMUnlearner:
                 p.requires_grad_(False)
         self.history: list = []
         self.steps_taken = 0
+        self.last_run: Optional[Dict[str, Any]] = None
         self._ref_cache: dict = {}
+
+    @property
+    def uses_retain(self) -> bool:
+        return self.lam > 0
 
     def loss(self, forget_batch, retain_batch=None) -> torch.Tensor:
         """The objective on one forget batch (and one retain batch when ``lam > 0``)."""
-        fids, fmask, fattn = _batch(forget_batch, "forget")
+        fids, fmask, fattn = parse_batch(forget_batch, "forget")
         r = None
         if retain_batch is not None and self.lam > 0:
-            rids, rmask, rattn = _batch(retain_batch, "retain")
+            rids, rmask, rattn = parse_batch(retain_batch, "retain")
             r = mean_nll(self.model, rids, rmask, rattn)
         if self.objective == "graddiff":
             return graddiff_loss(mean_nll(self.model, fids, fmask, fattn), r, self.lam)
@@ -181,43 +293,105 @@ class LMUnlearner:
             self._ref_cache[key] = (fids, lref)
         return npo_loss(lp, lref, self.beta, r, self.lam)
 
-    def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, steps: int = 100,
+    def unlearn(self, forget: Iterable, retain: Optional[Iterable] = None, *, epochs: Optional[int] = None,
+                max_steps: Optional[int] = None, seed: Optional[int] = None,
                 stop_fn: Optional[Callable[[nn.Module], bool]] = None, eval_every: int = 1,
                 optimizer: Any = None) -> nn.Module:
-        """Run ``steps`` unlearning updates (``stop_fn(model) -> True`` every ``eval_every`` steps stops early)."""
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        f_list = _materialize(forget, "forget") if forget is not None else None
-        if f_list is None:
-            raise TypeError("the forget set must be an iterable of batches, got None")
+        """Run the budget (``epochs`` and/or ``max_steps``, whichever ends first; neither: the constructor's,
+        default ``max_steps=100``); ``stop_fn(model) -> True`` every ``eval_every`` steps stops early.
+        ``seed`` seeds the run (and the ZO directions of an optimizer built here by name, unless
+        ``optimizer_kwargs`` pins a seed); the caller's global RNG is left as it was.  Any error
+        restores the model's parameters."""
+        epochs, max_steps = check_budget(epochs, max_steps)
+        if epochs is None and max_steps is None:
+            epochs, max_steps = self.epochs, self.max_steps
+        seed = check_seed(seed)
+        seed = self.seed if seed is None else seed
+        if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+            raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
+        f_list = _materialize(forget, "forget")
         if not f_list:
             raise ValueError("the forget set is empty: pass at least one batch to unlearn")
-        r_list = _materialize(retain, "retain") if retain is not None else []
-        if self.lam > 0 and not r_list:
-            raise ValueError(f"lam={self.lam} > 0 needs a non-empty retain set (or pass lam=0)")
-        params = list(self.params_fn(self.model)) if self.params_fn is not None else \
-            [p for p in self.model.parameters() if p.requires_grad]
-        opt = make_optimizer(optimizer if optimizer is not None else self.optimizer_spec, params, self.lr,
-                             **self.optimizer_kwargs)
+        if retain is None:
+            if self.uses_retain:
+                raise ValueError(f"lam={self.lam} > 0 needs a retain set: pass retain=... (or lam=0 for plain "
+                                 "gradient ascent / NPO without a retain term)")
+            r_list = []
+        else:
+            r_list = _materialize(retain, "retain")
+            if self.uses_retain and not r_list:
+                raise ValueError(f"the retain set is empty: lam={self.lam} > 0 needs retain batches (or pass lam=0)")
+        vocab = vocab_size(self.model)
+        for i, b in enumerate(f_list):
+            parse_batch(b, "forget", i, vocab)
+        for i, b in enumerate(r_list):
+            parse_batch(b, "retain", i, vocab)
+        spe = len(f_list)
+        total = epochs * spe if epochs is not None else max_steps
+        if max_steps is not None:
+            total = min(total, max_steps)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        was = self.model.training
+        self.history, self.steps_taken = [], 0
+        stopped = None
+        devices = sorted({p.device.index or 0 for p in self.model.parameters() if p.is_cuda})
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                stopped = self._loop(f_list, r_list if self.uses_retain else [], total, seed, stop_fn, eval_every,
+                                     optimizer)
+            for n, p in self.model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise ValueError(f"parameter {n} became non-finite during unlearning; lower lr (lr={self.lr})")
+        except BaseException:
+            with torch.no_grad():
+                self.model.load_state_dict(snapshot)
+            self.model.train(was)
+            raise
+        self.model.eval()
+        if stopped is None:
+            cut = max_steps is not None and total == max_steps and (epochs is None or max_steps < epochs * spe)
+            stopped = "max_steps" if cut else "epochs"
+        self.last_run = {"steps": self.steps_taken, "epochs": self.steps_taken / spe, "stopped_by": stopped,
+                         "steps_per_epoch": spe, "seed": seed, "requested": {"epochs": epochs, "max_steps": max_steps}}
+        return self.model
+
+    def _loop(self, f_list, r_list, total, seed, stop_fn, eval_every, optimizer) -> Optional[str]:
         from .optim import HybridFOZO, ZOOptimizer
 
+        params = list(self.params_fn(self.model)) if self.params_fn is not None else \
+            [p for p in self.model.parameters() if p.requires_grad]
+        spec = optimizer if optimizer is not None else self.optimizer_spec
+        kw = dict(self.optimizer_kwargs)
+        if spec in ("zo", "hybrid-fo-zo"):
+            kw.setdefault("seed", seed)
+        opt = make_optimizer(spec, params, self.lr, **kw)
         r_iter = itertools.cycle(r_list) if r_list else None
-        self.model.train()
-        self.history, self.steps_taken = [], 0
-        for step, fb in enumerate(itertools.cycle(f_list)):
-            if step >= steps:
-                break
+        model = self.model
+        model.train()
+        for step in range(total):
+            fb = f_list[step % len(f_list)]
             rb = next(r_iter) if r_iter is not None else None
 
             def closure(fb=fb, rb=rb):
                 opt.zero_grad(set_to_none=True)
                 loss = self.loss(fb, rb)
+                if not bool(torch.isfinite(loss.detach())):
+                    raise ValueError(f"the unlearning loss became non-finite at step {step + 1}; lower lr "
+                                     f"(lr={self.lr})")
                 loss.backward()
                 return loss
 
             def closure_zo(fb=fb, rb=rb):
-                with torch.no_grad():
-                    return self.loss(fb, rb)
+                was = model.training
+                model.eval()  # no dropout noise in the loss differences
+                try:
+                    with torch.no_grad():
+                        return self.loss(fb, rb)
+                finally:
+                    model.train(was)
 
             if isinstance(opt, ZOOptimizer):
                 loss = opt.step(closure_zo)
@@ -227,7 +401,7 @@ class LMUnlearner:
                 loss = opt.step(closure)
             self.history.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss))
             self.steps_taken = step + 1
-            if stop_fn is not None and self.steps_taken % eval_every == 0 and stop_requested(self.model, stop_fn):
-                break
-        self.model.eval()
-        return self.model
+            if (stop_fn is not None and self.steps_taken % eval_every == 0 and self.steps_taken < total
+                    and stop_requested(model, stop_fn)):
+                return "stop_fn"
+        return None

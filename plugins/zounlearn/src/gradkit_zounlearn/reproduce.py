@@ -143,7 +143,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                         retain_facts=len(retain["input_ids"]), relearn_facts=len(relearn_set["input_ids"]))
 
         # forget objective on the answer (the attribute value and the rest of the sentence), TOFU style
-        fb = [{"input_ids": forget["input_ids"], "loss_mask": answer_mask(forget)}]
+        fb = [{"input_ids": forget["input_ids"], "forget_mask": answer_mask(forget)}]
         rb = [{"input_ids": retain["input_ids"][i : i + 32], "loss_mask": retain["loss_mask"][i : i + 32]}
               for i in range(0, len(retain["input_ids"]), 32)]
         rel_b = [{"input_ids": relearn_set["input_ids"], "loss_mask": relearn_set["loss_mask"]}]
@@ -164,7 +164,7 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
                 return km <= target
 
             t0 = time.perf_counter()
-            ul.unlearn(fb, rb, steps=cfg["max_steps"], stop_fn=stop, eval_every=cfg["eval_every"])
+            ul.unlearn(fb, rb, max_steps=cfg["max_steps"], seed=s, stop_fn=stop, eval_every=cfg["eval_every"])
             secs = time.perf_counter() - t0
             f_km, r_km = knowmem(m, forget), knowmem(m, retain)
             q = quantize_rtn_(copy.deepcopy(m), bits, gs)
@@ -229,6 +229,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     res.add_note("hybrid-fo-zo uses schedule='alternate' (period 1): a reconstruction, the paper's exact schedule is unverified")
     res.meta["total_seconds"] = time.perf_counter() - t_all
     torch.set_num_threads(threads)
-    if out is not None:
-        res.save(out)
     return res
