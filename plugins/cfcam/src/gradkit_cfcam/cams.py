@@ -131,6 +131,8 @@ def _logits_of(output: Any) -> torch.Tensor:
 def _check_finite(t: torch.Tensor, what: Union[str, Callable[[], str]], hint: str = "") -> None:
     """ValueError naming ``what`` (a string or a function giving it) and the offending samples when ``t``
     (batch first) has NaN/inf."""
+    if bool(torch.isfinite(t.detach()).all()):
+        return
     bad = ~torch.isfinite(t.detach())
     if bool(bad.any()):
         what = what() if callable(what) else what
