@@ -92,3 +92,24 @@ def test_qd_score_and_coverage_match_ribs():
     data = theirs.data()
     idx = ours.index_of(np.asarray(data["measures"]))
     np.testing.assert_allclose(ours.fitness[idx], data["objective"])
+
+
+def test_reevaluation_keeps_running_means_and_replaces_elites_by_them():
+    a = _grid_archive()
+    g = np.array([[1, 1, 1], [2, 2, 2]], np.float32)
+    a.add(g, [10.0, 4.0], [[0.5, 0.5], [-0.5, -0.5]])  # cells 3 and 0
+    assert a.counts.tolist() == [1, 0, 0, 1]
+    # cell 0's elite re-evaluates at 2 in the same quadrant; cell 3's (a lucky 10) at 2 near cell 0's centroid
+    dropped = a.reevaluate([4.0 - 2.0, 2.0], [[-0.7, -0.3], [-0.9, -0.9]])
+    # running means: cell-0 elite (4 + 2)/2 = 3 at (-0.6, -0.4); cell-3 elite (10 + 2)/2 = 6 at (-0.2, -0.2)
+    assert dropped == 1  # both means land in cell 0: the better mean (6) keeps it
+    assert a.filled.tolist() == [True, False, False, False]
+    assert a.fitness[0] == 6.0 and a.counts[0] == 2
+    np.testing.assert_allclose(a.descriptors[0], [-0.2, -0.2])
+    np.testing.assert_array_equal(a.genomes[0], [1, 1, 1])
+    with pytest.raises(ValueError, match="one new evaluation per elite"):
+        a.reevaluate([1.0, 2.0], [[0, 0], [0, 0]])
+    state = a.state_dict()
+    b = _grid_archive()
+    b.load_state_dict(state)
+    assert b.counts.tolist() == a.counts.tolist()

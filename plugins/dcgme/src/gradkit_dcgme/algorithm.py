@@ -68,6 +68,9 @@ class QDConfig:
     policy_delay: int = 2
     lengthscale: float = 0.1
     reward_scaling: float = 1.0
+    #: re-evaluate every elite every ``reeval_every`` iterations and keep running means (0: never).  For
+    #: stochastic starts (``fixed_start=False`` tasks); with the default fixed start evaluations are exact.
+    reeval_every: int = 0
 
     def __post_init__(self):
         self.policy_hidden = tuple(int(h) for h in self.policy_hidden)
@@ -76,7 +79,7 @@ class QDConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("ga_batch", "pg_batch", "actor_episodes", "critic_steps", "pg_steps"):
+        for name in ("ga_batch", "pg_batch", "actor_episodes", "critic_steps", "pg_steps", "reeval_every"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -191,6 +194,7 @@ class QDAgent:
         self.td3_steps = 0
         self.n_evals = 0
         self.n_actor_episodes = 0
+        self.n_reevals = 0
         self.history: List[Dict[str, float]] = []
         self._initialised = False
 
@@ -328,6 +332,8 @@ class QDAgent:
             self.n_actor_episodes += self.cfg.actor_episodes
         losses = self.train_td3(self.cfg.critic_steps) if self.uses_pg else {}
         self.iteration += 1
+        if self.cfg.reeval_every and self.iteration % self.cfg.reeval_every == 0:
+            self.reevaluate_elites()
         m = self.metrics()
         m.update(losses)
         self.history.append(m)
@@ -352,9 +358,19 @@ class QDAgent:
                 break
         return self
 
+    def reevaluate_elites(self) -> int:
+        """One more evaluation of every elite (fresh starts), folded into running means; see
+        :meth:`CVTArchive.reevaluate`.  Counted in ``n_reevals`` (apart from the offspring evaluations);
+        the transitions go to the replay buffer.  Returns how many elites were dropped."""
+        idx = np.flatnonzero(self.archive.filled)
+        out, _ = self._evaluate(torch.from_numpy(self.archive.genomes[idx].copy()), insert=False)
+        self.n_reevals += len(idx)
+        return self.archive.reevaluate(out["fitness"], out["descriptor"])
+
     def metrics(self) -> Dict[str, float]:
         a = self.archive
-        return {"iteration": self.iteration, "evaluations": self.n_evals, "qd_score": a.qd_score(),
+        return {"iteration": self.iteration, "evaluations": self.n_evals, "reevaluations": self.n_reevals,
+                "qd_score": a.qd_score(),
                 "coverage": a.coverage(), "max_fitness": a.max_fitness()}
 
     # ------------------------------------------------------------------ distilled actor
@@ -436,7 +452,8 @@ class QDAgent:
             "env_kwargs_json": json.dumps(self.env_kwargs),
             "seed": self.seed,
             "config_json": json.dumps(asdict(self.cfg)),
-            "counters": [self.iteration, self.td3_steps, self.n_evals, self.n_actor_episodes, int(self._initialised)],
+            "counters": [self.iteration, self.td3_steps, self.n_evals, self.n_actor_episodes, int(self._initialised),
+                         self.n_reevals],
             "archive": {k: t(v) for k, v in self.archive.state_dict().items()},
             "rng_json": json.dumps(self.rng.bit_generator.state),
             "torch_rng": self.gen.get_state(),
@@ -511,7 +528,9 @@ class QDAgent:
             raise ValueError(f"{path}: the checkpoint's settings are invalid: {exc}") from exc
         try:
             agent.archive.load_state_dict({k: v.numpy() for k, v in state["archive"].items()})
-            (agent.iteration, agent.td3_steps, agent.n_evals, agent.n_actor_episodes, init) = state["counters"]
+            counters = list(state["counters"])
+            (agent.iteration, agent.td3_steps, agent.n_evals, agent.n_actor_episodes, init) = counters[:5]
+            agent.n_reevals = int(counters[5]) if len(counters) > 5 else 0
             agent._initialised = bool(init)
             agent.rng.bit_generator.state = json.loads(state["rng_json"])
             agent.gen.set_state(state["torch_rng"])

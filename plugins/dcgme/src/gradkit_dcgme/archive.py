@@ -57,6 +57,8 @@ class CVTArchive:
         self.genomes = np.zeros((n_cells, genome_dim), dtype=np.float32)
         self.fitness = np.full(n_cells, -np.inf)
         self.descriptors = np.zeros((n_cells, self.low.shape[0]))
+        #: evaluations averaged into each elite's fitness and descriptor (0: empty cell)
+        self.counts = np.zeros(n_cells, dtype=np.int64)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -111,12 +113,16 @@ class CVTArchive:
         return self.genomes[pick].copy(), self.descriptors[pick].copy()
 
     # ------------------------------------------------------------------ insertion
-    def add(self, genomes: np.ndarray, fitness: np.ndarray, desc: np.ndarray) -> np.ndarray:
+    def add(self, genomes: np.ndarray, fitness: np.ndarray, desc: np.ndarray,
+            counts: Optional[np.ndarray] = None) -> np.ndarray:
         """Insert a batch; returns a bool mask of the solutions that became elites.
 
         Within a batch the solutions are offered in order, so of several offspring landing in one
-        cell the fittest one wins (ties: the first).
+        cell the fittest one wins (ties: the first).  ``counts``: how many evaluations each
+        solution's fitness / descriptor average (default 1).
         """
+        counts = np.ones(len(np.asarray(fitness).reshape(-1)), dtype=np.int64) if counts is None else \
+            np.asarray(counts, dtype=np.int64).reshape(-1)
         genomes = np.asarray(genomes, dtype=np.float32)
         fitness = np.asarray(fitness, dtype=np.float64).reshape(-1)
         desc = self.check_descriptors(np.asarray(desc).reshape(len(fitness), -1))
@@ -132,6 +138,7 @@ class CVTArchive:
                 self.fitness[c] = fitness[i]
                 self.genomes[c] = genomes[i]
                 self.descriptors[c] = desc[i]
+                self.counts[c] = counts[i]
                 prev = winner.get(c)
                 if prev is not None:
                     added[prev] = False
@@ -139,10 +146,35 @@ class CVTArchive:
                 added[i] = True
         return added
 
+    def reevaluate(self, fitness: np.ndarray, desc: np.ndarray) -> int:
+        """Fold one new evaluation of every elite (in the order of ``np.flatnonzero(self.filled)``) into
+        its running means, then re-place the elites by their mean descriptor with per-cell elitism on
+        the mean fitness.  Returns how many elites were dropped (a lucky elite whose mean moved into a
+        cell held by a better one).  For stochastic evaluations (random starts): an elite's fitness and
+        descriptor become averages over all its evaluations instead of one lucky draw.
+        """
+        idx = np.flatnonzero(self.filled)
+        fitness = np.asarray(fitness, dtype=np.float64).reshape(-1)
+        desc = self.check_descriptors(np.asarray(desc, dtype=np.float64).reshape(len(fitness), -1))
+        if len(fitness) != len(idx):
+            raise ValueError(f"need one new evaluation per elite ({len(idx)}), got {len(fitness)}")
+        if not np.all(np.isfinite(fitness)):
+            raise ValueError("fitness values must be finite")
+        n = self.counts[idx].astype(np.float64)
+        mean_f = (self.fitness[idx] * n + fitness) / (n + 1)
+        mean_d = (self.descriptors[idx] * n[:, None] + desc) / (n + 1)[:, None]
+        genomes, counts = self.genomes[idx].copy(), self.counts[idx] + 1
+        self.fitness[:] = -np.inf
+        self.genomes[:] = 0
+        self.descriptors[:] = 0
+        self.counts[:] = 0
+        self.add(genomes, mean_f, np.clip(mean_d, self.low, self.high), counts)
+        return int(len(idx) - self.filled.sum())
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, np.ndarray]:
         return {"centroids": self.centroids, "genomes": self.genomes, "fitness": self.fitness,
-                "descriptors": self.descriptors, "low": self.low, "high": self.high}
+                "descriptors": self.descriptors, "low": self.low, "high": self.high, "counts": self.counts}
 
     def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
         for k in ("centroids", "genomes", "fitness", "descriptors", "low", "high"):
@@ -150,3 +182,10 @@ class CVTArchive:
             if v.shape != getattr(self, k).shape:
                 raise ValueError(f"archive state {k!r} has shape {v.shape}, expected {getattr(self, k).shape}")
             setattr(self, k, v.astype(getattr(self, k).dtype).copy())
+        if "counts" in state:  # checkpoints before re-evaluation existed: one evaluation per elite
+            counts = np.asarray(state["counts"], dtype=np.int64)
+            if counts.shape != self.counts.shape:
+                raise ValueError(f"archive state 'counts' has shape {counts.shape}, expected {self.counts.shape}")
+            self.counts = counts.copy()
+        else:
+            self.counts = self.filled.astype(np.int64)
