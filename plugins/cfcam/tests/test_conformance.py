@@ -94,3 +94,19 @@ def test_old_bar_passed_softmax_cf_cam_new_rule_fails_it():
     assert d > 1e-6
     with pytest.raises(AssertionError, match="not class-sensitive"):
         suite.check_class_sensitivity(lambda m, l: gk.create("cf-cam", m, target_layer=l))
+
+
+def test_softmax_cf_cam_is_class_sensitive_only_when_gradient_means_are_large():
+    """Why 'by design': softmax(w) follows the class only once the gradient means are O(1), i.e. with
+    logits hundreds of times steeper than a usual classifier's (here the head is scaled by 500)."""
+    import torch
+
+    class Steep(ExplainerConformance):
+        def make_class_case(self):
+            model, layer, x, a, b = super().make_class_case()
+            with torch.no_grad():
+                model.head.weight.mul_(500.0)
+            return model, layer, x, a, b
+
+    gaps = Steep().check_class_sensitivity(lambda m, l: gk.create("cf-cam", m, target_layer=l))
+    assert min(gaps["gap_a"], gaps["gap_b"]) > 0.5
