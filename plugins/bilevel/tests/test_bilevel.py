@@ -324,3 +324,76 @@ def test_multinomial_logistic_hypergradient_and_descent():
     assert P.value(r.theta, 1e-8) < P.value(P.theta0, 1e-8)
     with pytest.raises(ValueError, match="same number of features"):
         MultinomialLogisticHyper(torch.zeros(4, 3), torch.zeros(4), torch.zeros(4, 2), torch.zeros(4), 2)
+
+
+# ---------------------------------------------------------------- stopping, work accounting, bad input (issue 11)
+def test_maid_stops_on_its_own_at_gtol_with_bounded_work(quad):
+    """Defaults, a generous max_iter: MAID stops because the certified hypergradient bound ‖p‖ + ω is below
+    gtol, not because it ran out of iterations (it used to drive ε, δ to 1e-14 and spin in CG forever)."""
+    r = MAID(max_iter=2000).solve(quad)
+    assert r.stop_reason == "gtol", r.stop_reason
+    assert r.iterations < 400 and r.counter.work < 20000, (r.iterations, r.counter.work)
+    assert float(torch.linalg.vector_norm(quad.hypergradient(r.theta))) <= 1e-5
+    assert quad.f(r.theta) - quad.f_star <= 1e-9
+
+
+def test_maid_accuracies_respect_the_relative_floor(quad):
+    solver = MAID(max_iter=2000, eps_rtol=1e-8)
+    r = solver.solve(quad)
+    for eps, delta, omega, pn in r.history["hg"]:
+        assert eps >= 1e-8 * 0.999 and delta >= 1e-8 * 0.999   # floor: eps_rtol * (1 + ‖x‖) >= eps_rtol
+
+
+def test_every_product_counts_against_the_budget(quad):
+    """CG and constant-estimation products count too: the total work never passes the budget by more than the
+    few fixed products of one hypergradient (p = -Bᵀq and the constant estimates)."""
+    for budget in (150, 400, 1200):
+        r = MAID(eps=1e-6, delta=1e-6, max_iter=10_000).solve(quad, budget=budget)
+        c = r.counter
+        assert r.stop_reason in ("budget", "gtol")
+        assert c.work == c.ll + c.cg + c.extra
+        assert c.work <= budget + 10, (budget, c)
+    r = HOAG(step=1 / quad.Lf, max_iter=10_000).solve(quad, budget=300)
+    assert r.stop_reason == "budget" and r.counter.work <= 300 + 10
+
+
+def test_maid_budget_stop_is_fast_when_the_accuracy_is_unattainable(quad):
+    """Asking for accuracies far below float64 rounding must not spin: the floor keeps ε, δ attainable."""
+    r = MAID(eps=1e-13, delta=1e-13, max_iter=30).solve(quad)
+    assert r.counter.work < 30 * 2000
+
+
+def test_nan_upper_level_is_reported_as_such_at_once(quad):
+    bad = BilevelProblem(quad.lower, lambda x: (x ** 2).sum() * float("nan") if x.requires_grad else (x ** 2).sum(),
+                         quad.theta0, quad.x0, mu=quad.mu(quad.theta0), L=quad.L(quad.theta0), Lg=quad.Lg)
+    with pytest.raises(ValueError, match="upper-level objective"):
+        MAID(max_iter=5).solve(bad)
+
+
+def test_nan_lower_level_gradient_is_reported(quad):
+    def lower(x, theta):
+        v = quad.lower(x, theta)
+        return v + (x.sum() * float("nan") if x.requires_grad else 0.0)
+
+    bad = BilevelProblem(lower, quad.upper, quad.theta0, quad.x0, mu=quad.mu(quad.theta0), L=quad.L(quad.theta0),
+                         Lg=quad.Lg)
+    with pytest.raises(ValueError, match="lower-level gradient"):
+        MAID(max_iter=5).solve(bad)
+
+
+@pytest.mark.parametrize("key,value", [("gtol", float("nan")), ("gtol", -1.0), ("eps_rtol", float("inf")),
+                                       ("budget", float("nan")), ("budget", 0.0), ("nu", float("inf"))])
+def test_maid_rejects_bad_stopping_options(key, value):
+    with pytest.raises(ValueError, match=key):
+        MAID(**{key: value})
+
+
+def test_every_solver_is_creatable_by_name_with_its_registered_defaults(quad):
+    import gradkit_core as gk
+
+    hoag = gk.create("hoag", kind="solvers")
+    assert isinstance(hoag, HOAG) and hoag.step == 1.0
+    assert gk.create("hypergradient-descent", kind="solvers").step == 1.0
+    m = gk.create("maid", kind="solvers")
+    assert (m.budget, m.gtol) == (1e6, 1e-6)
+    assert gk.create("maid-fixed-eps", kind="solvers").fixed_eps

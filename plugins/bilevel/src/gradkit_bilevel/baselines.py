@@ -31,19 +31,26 @@ class _FixedStepHG:
 
     name = "hypergradient-descent"
 
-    def __init__(self, *, step: float, max_iter: int = 100, ll_budget: float = 1e6, ll_max_iter: int = 100000):
+    def __init__(self, *, step: float, max_iter: int = 100, budget: float = 1e6, ll_budget: Optional[float] = None,
+                 ll_max_iter: int = 100000, cg_max_iter: int = 10000):
         self.step = _positive(step, "step")
         if int(max_iter) < 1:
             raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
         self.max_iter = int(max_iter)
-        self.ll_budget = _positive(ll_budget, "ll_budget")
+        self.budget = _positive(budget, "budget")
+        self.ll_budget = float("inf") if ll_budget is None else _positive(ll_budget, "ll_budget")
         self.ll_max_iter = int(ll_max_iter)
+        self.cg_max_iter = int(cg_max_iter)
 
     def solve(self, problem: BilevelProblem, theta0: Optional[torch.Tensor] = None, *,
-              max_iter: Optional[int] = None, ll_budget: Optional[float] = None, callback=None) -> BilevelResult:
+              max_iter: Optional[int] = None, budget: Optional[float] = None, ll_budget: Optional[float] = None,
+              callback=None) -> BilevelResult:
+        """Run until ``max_iter`` or until the work (every product, ``Counter.work``) reaches ``budget`` (or the
+        lower-level evaluations reach ``ll_budget``)."""
         _check_problem(problem)
         max_iter = self.max_iter if max_iter is None else int(max_iter)
-        budget = self.ll_budget if ll_budget is None else _positive(ll_budget, "ll_budget")
+        budget = self.budget if budget is None else _positive(budget, "budget")
+        ll_budget = self.ll_budget if ll_budget is None else _positive(ll_budget, "ll_budget")
         theta = problem.theta0.clone() if theta0 is None else theta0.detach().to(torch.float64).clone()
         x, q = problem.x0.clone(), None
         counter, hist = Counter(), new_history()
@@ -52,12 +59,13 @@ class _FixedStepHG:
         record(hist, counter, theta=theta, loss=g0, eps=eps0, delta=delta0, step=self.step)
         stop = "max_iter"
         for k in range(1, max_iter + 1):
-            if counter.ll >= budget:
-                stop = "ll_budget"
+            if counter.work >= budget or counter.ll >= ll_budget:
+                stop = "budget"
                 break
             eps, delta = self.accuracy(k)
-            p, x, q, g = self.direction(problem, theta, x, q, eps, delta, counter,
-                                        int(max(1, min(self.ll_max_iter, budget - counter.ll + 1))))
+            left = int(max(1, min(budget - counter.work, ll_budget - counter.ll)))
+            self._left = left
+            p, x, q, g = self.direction(problem, theta, x, q, eps, delta, counter, min(self.ll_max_iter, left))
             theta = theta - self.step * p
             record(hist, counter, theta=theta, loss=g, eps=eps, delta=delta, step=self.step,
                    grad_norm=float(torch.linalg.vector_norm(p)))
@@ -66,7 +74,8 @@ class _FixedStepHG:
         return BilevelResult(theta=theta, x=x, history=hist, counter=counter, stop_reason=stop)
 
     def direction(self, problem, theta, x, q, eps, delta, counter, ll_cap):
-        hg = inexact_hypergradient(problem, theta, x, eps, delta, counter, q_init=q, ll_max_iter=ll_cap)
+        hg = inexact_hypergradient(problem, theta, x, eps, delta, counter, q_init=q, ll_max_iter=ll_cap,
+                                   cg_max_iter=self.cg_max_iter, work_left=getattr(self, "_left", None))
         return hg.p, hg.x, hg.q, hg.g
 
 

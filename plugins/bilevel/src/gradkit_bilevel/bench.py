@@ -102,6 +102,4 @@ def run(*, quick: bool = False, out: Optional[str] = None, seed: int = 0, progre
                         time_ratio=_ratio(t, t_m))
         res.meta[f"{pname}_target"] = f"f* + {tol:g} (f0 - f*)"
     res.add_note("Ratios are baseline / MAID measured in one process; wall times on a loaded 2-core machine.")
-    if out:
-        res.save(out)
     return res

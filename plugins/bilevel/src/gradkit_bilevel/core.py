@@ -44,6 +44,13 @@ def _positive(v: float, name: str) -> float:
     return v
 
 
+def _nonneg(v: float, name: str) -> float:
+    v = float(v)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {v}")
+    return v
+
+
 @dataclass
 class Counter:
     """Work counters: lower-level gradient evaluations, CG Hessian-vector products, extra products."""
@@ -103,6 +110,10 @@ class BilevelProblem:
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(self.lower(xr, theta.detach()), xr)
+        if not bool(torch.isfinite(g).all()):
+            raise ValueError(f"problem {self.name!r}: the lower-level gradient ∇_x h(x, θ) is not finite (NaN/inf) "
+                             f"at θ = {theta.detach().flatten().tolist()[:6]}; check lower() for overflow or "
+                             "invalid values")
         return g.detach()
 
     def upper_value_grad(self, x: torch.Tensor):
@@ -110,7 +121,11 @@ class BilevelProblem:
             xr = x.detach().requires_grad_(True)
             v = self.upper(xr)
             (g,) = torch.autograd.grad(v, xr)
-        return float(v.detach()), g.detach()
+        val = float(v.detach())
+        if not math.isfinite(val) or not bool(torch.isfinite(g).all()):
+            raise ValueError(f"problem {self.name!r}: the upper-level objective g(x) or its gradient is not finite "
+                             f"(g = {val}); check upper() for NaN/inf")
+        return val, g.detach()
 
     # ---- reference (not counted) ---------------------------------------------
     def solve_lower(self, theta: torch.Tensor, tol: float = 1e-10, x0: Optional[torch.Tensor] = None,
@@ -314,12 +329,18 @@ class Hypergradient:
 def inexact_hypergradient(problem: BilevelProblem, theta: torch.Tensor, x_init: torch.Tensor, eps: float,
                           delta: float, counter: Optional[Counter] = None, q_init: Optional[torch.Tensor] = None,
                           consts: Optional[KnownConstants] = None, ll_max_iter: int = 100000,
-                          cg_max_iter: int = 10000) -> Hypergradient:
-    """One inexact hypergradient: FISTA to ``eps``, CG to residual ``delta``, ``p = −Bᵀq``; ``omega`` if ``consts``."""
+                          cg_max_iter: int = 10000, work_left: Optional[int] = None) -> Hypergradient:
+    """One inexact hypergradient: FISTA to ``eps``, CG to residual ``delta``, ``p = −Bᵀq``; ``omega`` if ``consts``.
+
+    ``work_left`` caps the products of this call (FISTA gradients, then CG products with what FISTA left)."""
     counter = counter if counter is not None else Counter()
     mu, L = problem.mu(theta), problem.L(theta)
+    if work_left is not None:
+        ll_max_iter = max(1, min(ll_max_iter, int(work_left)))
     x, n = fista(lambda z: problem.grad_lower_x(z, theta), x_init, mu, L, eps, max_iter=ll_max_iter)
     counter.ll += n
+    if work_left is not None:
+        cg_max_iter = max(1, min(cg_max_iter, int(work_left) - n))
     gval, gg = problem.upper_value_grad(x)
     so = SecondOrder(problem.lower, x, theta)
     q, m, res = cg(so.A, gg, delta, max_iter=cg_max_iter, x0=q_init)

@@ -200,6 +200,4 @@ def run(*, quick: bool = False, full: bool = False, out: Optional[str] = None, s
     res.add_note("Work counts lower-level gradient evaluations, CG Hessian-vector products and the extra derivative "
                  "products MAID spends on its online constants; reference values f(theta) are computed afterwards "
                  "and not counted.  Wall times are on a loaded 2-core machine (one thread).")
-    if out:
-        res.save(out)
     return res
