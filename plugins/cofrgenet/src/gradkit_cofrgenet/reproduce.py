@@ -42,8 +42,8 @@ from .blocks import FFN, Cffn, DyadicSchedule, cofrgenetify, matched_hidden, par
 
 QUICK = dict(d=64, layers=2, heads=4, block=64, batch=16, steps=300, warmup=30, lr=3e-3, eval_batches=8,
              corpus=300_000, seeds=(0, 1))
-DEFAULT = dict(d=96, layers=3, heads=4, block=64, batch=16, steps=500, warmup=50, lr=3e-3, eval_batches=16,
-               corpus=1_000_000, seeds=(0, 1, 2))
+DEFAULT = dict(d=64, layers=2, heads=4, block=64, batch=16, steps=400, warmup=40, lr=3e-3, eval_batches=16,
+               corpus=500_000, seeds=(0, 1, 2, 3))
 FULL = dict(d=128, layers=4, heads=4, block=128, batch=16, steps=1500, warmup=150, lr=2e-3, eval_batches=16,
             corpus=2_000_000, seeds=(0, 1, 2))
 
