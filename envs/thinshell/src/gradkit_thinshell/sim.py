@@ -80,6 +80,8 @@ class Scene:
     contacts: List[tuple] = field(default_factory=list)
     table: bool = True
     gravity: Sequence[float] = (0.0, 0.0, -9.8)
+    #: (pad index, body index) pairs that collide; ``None`` = every pad with every body
+    pad_contacts: Optional[List[tuple]] = None
 
 
 @dataclass
@@ -250,6 +252,11 @@ class ThinShellSim:
         self.att_g = torch.tensor(att_g, dtype=torch.long)
         self.att_offset = self.X0[self.att_v] - self.pad_centers0[self.att_g] if att_v else torch.zeros(0, 3, dtype=DTYPE)
         self.gravity = torch.tensor(list(map(float, sc.gravity)), dtype=DTYPE)
+        self._pad_mask = torch.zeros(len(sc.pads), o, dtype=torch.bool)
+        for g, bi in (sc.pad_contacts or []):
+            if not (0 <= g < len(sc.pads) and 0 <= bi < len(sc.bodies)):
+                raise ValueError(f"pad_contacts entry {(g, bi)} refers to a missing pad or body")
+            self._pad_mask[g, offs[bi]:offs[bi] + sc.bodies[bi].n_vertices] = True
         for A, B, mu in sc.contacts:
             if mu not in ("mu_cloth", "mu_obj"):
                 raise ValueError(f"body-body contact friction must be 'mu_cloth' or 'mu_obj', got {mu!r}")
@@ -285,6 +292,8 @@ class ThinShellSim:
                 d = torch.minimum(self._sdf(x_t, pad_t[g], g), self._sdf(x_t, pad_n[g], g))
                 near = d < r
                 near[self.att_v[self.att_g == g]] = False  # a gripper does not collide with what it holds
+                if self.scene.pad_contacts is not None:
+                    near &= self._pad_mask[g]
                 v = torch.nonzero(near).reshape(-1)
                 vs.append(v)
                 gs.append(torch.full_like(v, g))

@@ -60,16 +60,31 @@ def _separate_reward(task, states):
 
 
 def separate_task(n: int = 6, size: float = 0.04, horizon: int = 30, radius: float = 0.012, gap: float = 1e-3,
-                  **sim_kw) -> Task:
+                  press: Optional[float] = None, **sim_kw) -> Task:
+    """``gap``: the pad starts this far above the top sheet's contact band (no contact: the reward's gradient at the
+    zero trajectory is exactly 0).  ``press`` (m, replaces ``gap``): the pad starts in contact instead, lowered until
+    the top-sheet vertex nearest to it is ``press`` inside the contact distance."""
     eps = sim_kw.get("eps_contact", 4e-4) + START_CLEARANCE  # off the contact kink (see sim.START_CLEARANCE)
     bottom = make_sheet(n, size, origin=(0.0, 0.0, eps), name="bottom")
     # the top sheet is shifted by a fraction of a cell so that no vertex lies exactly over a vertex or an edge of the
     # other sheet (there the nearest-face choice is a tie and the rollout is not differentiable)
     dx = size / (n - 1)
     top = make_sheet(n, size, origin=(TIE_SHIFT[0] * dx, TIE_SHIFT[1] * dx, 2 * eps), name="top")
+    cx, cy = size / 2 + TIE_SHIFT[0] * dx, size / 2 + TIE_SHIFT[1] * dx  # over the top sheet's centre
     zc = 2 * eps + eps + radius + gap
-    pad = Pad("sphere", (size / 2 + TIE_SHIFT[0] * dx, size / 2 + TIE_SHIFT[1] * dx, zc), radius)  # over the top sheet
-    scene = Scene(bodies=[bottom, top], pads=[pad], contacts=[(0, 1, "mu_cloth")])
+    if press is not None:
+        eps_c = sim_kw.get("eps_contact", 4e-4)
+        if not (isinstance(press, (int, float)) and 0 < press < eps_c):
+            raise ValueError(f"press must be in (0, eps_contact={eps_c}), got {press!r}")
+        rho = float((top.X[:, :2] - torch.tensor([cx, cy], dtype=DTYPE)).norm(dim=1).min())
+        reach = radius + eps_c - press
+        if rho >= reach:
+            raise ValueError(f"a pad of radius {radius} cannot reach the top sheet (nearest vertex {rho:.4f} m away)")
+        zc = 2 * eps + (reach**2 - rho**2) ** 0.5
+    pad = Pad("sphere", (cx, cy, zc), radius)
+    # the pad touches the top sheet only: with vertex-based pad contact it could otherwise pass between the coarse top
+    # sheet's vertices and press the bottom sheet directly
+    scene = Scene(bodies=[bottom, top], pads=[pad], contacts=[(0, 1, "mu_cloth")], pad_contacts=[(0, 1)])
     sim = ThinShellSim(scene, **_sim_kwargs(dict(mu_pad=1.0, mu_cloth=0.1, mu_table=0.6), sim_kw))
     info = dict(bottom=sim.body_verts[0], top=sim.body_verts[1])
     return Task("separate", sim, horizon, _separate_reward, info)

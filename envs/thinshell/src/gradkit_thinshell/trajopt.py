@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
@@ -148,12 +148,15 @@ def cmaes_then_grad(task: Task, budget: int = 200, cma_fraction: float = 0.5, n_
 
 
 def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: float, state=None, actions=None,
-                  max_evals: int = 20, lo: float = 1e-4, hi: float = 1e4) -> dict:
+                  max_evals: int = 20, lo: float = 1e-4, hi: float = 1e4,
+                  observe: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
     """Inverse design: fit one simulator parameter to an observed position trajectory by gradient.
 
-    Minimises the mean squared position error over the trajectory (normalised by the observation's
-    spread) over ``log(param)`` with L-BFGS-B (scipy), each evaluation one rollout plus the implicit
-    adjoint for the gradient.  Returns the estimate, the loss history and the number of rollouts used.
+    Minimises the mean squared error between ``observe(x_t)`` of the model's states and ``observed[t]`` over the
+    trajectory (normalised by the observation's spread) over ``log(param)`` with L-BFGS-B (scipy), each evaluation
+    one rollout plus the implicit adjoint for the gradient.  ``observe`` (default: all vertex positions) lets the
+    data come from another mesh or simulator, e.g. ``lambda x: x.mean(0)`` for the centre of mass.  Returns the
+    estimate, the loss history and the number of rollouts used.
     """
     from scipy.optimize import minimize
 
@@ -170,6 +173,7 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
     T = len(observed) - 1
     if actions is None:
         actions = torch.zeros(T, len(sim.scene.pads), 3, dtype=DTYPE)
+    obs_fn = (lambda x: x) if observe is None else observe
     obs = torch.stack([o.detach() for o in observed])
     scale = float((obs - obs[0]).abs().max()) + 1e-12
     hist, est = [], []
@@ -178,7 +182,10 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
     def f(z):
         logv = torch.tensor(float(z[0]), dtype=DTYPE, requires_grad=True)
         p = torch.cat([sim.params[:i], logv.exp().reshape(1), sim.params[i + 1:]])
-        X = torch.stack([s.x for s in sim.rollout(actions, state=state, params=p)])
+        X = torch.stack([obs_fn(s.x) for s in sim.rollout(actions, state=state, params=p)])
+        if X.shape != obs.shape:
+            raise ValueError(f"observed frames have shape {tuple(obs.shape[1:])} but the model's observations have "
+                             f"{tuple(X.shape[1:])}; pass observe= to map the model's positions to the data")
         loss = ((X - obs) ** 2).mean() / scale**2
         loss.backward()
         if not norm:
