@@ -410,3 +410,16 @@ def test_projection_on_a_zero_direction_is_zero_not_nan():
 def test_heuristic_constants_are_validated(kw, exc, match):
     with pytest.raises(exc, match=match):
         EVODiff(lambda x, t: x, EDM, prediction="data", **kw)
+
+
+def test_reproduction_claims_need_a_margin_over_sample_groups():
+    from gradkit_evodiff.reproduce import _below
+
+    nfes, low = (5, 6), (5, 6)
+    same = [[1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0]]
+    assert not _below(same, same, nfes, low)[0]                                   # an exact tie never passes
+    half = [[v / 2 for v in row] for row in same]
+    assert _below(half, same, nfes, low)[0] and not _below(same, half, nfes, low)[0]
+    noisy = [[0.5, 0.5, 0.5, 0.5, 3.0], [0.5, 0.5, 0.5, 0.5, 3.0]]                # mean log ratio < 0, spread large
+    assert not _below([[a * b for a, b in zip(r, q)] for r, q in zip(same, noisy)], same, nfes, low)[0]
+    assert not _below([[float("inf")] * 5, [1.0] * 5], same, nfes, low)[0]      # a diverged run never wins
