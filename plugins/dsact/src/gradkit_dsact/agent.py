@@ -295,7 +295,7 @@ class _OffPolicyAgent:
     Data schedule (official DSAC-T trainer): the first ``warmup`` env steps use uniform
     random actions; afterwards the stochastic policy acts, and one gradient iteration is
     done after every ``env_steps_per_update`` env steps once ``warmup`` samples are stored.
-    ``learn(total_steps)`` counts env steps and continues where the last call stopped.
+    ``learn(total_timesteps)`` counts env steps and continues where the last call stopped.
     """
 
     algo = "off-policy"
