@@ -254,3 +254,19 @@ def test_td3_learns_pendulum_within_a_small_budget():
     m1, _, r1 = agent.evaluate(10, return_episodes=True)
     se = np.sqrt(np.var(r0, ddof=1) / 10 + np.var(r1, ddof=1) / 10)
     assert m1 - m0 > max(500.0, 3 * se), (m0, m1, se)
+
+
+# ----------------------------------------------------------------------------- the reward-scale decision
+def test_reward_scale_claim_is_decided_with_its_standard_error():
+    from gradkit_dsact.reproduce import less_sensitive, spread_with_se
+
+    cells = {0.1: [-100.0, -120.0, -140.0], 1.0: [-110.0, -120.0, -130.0], 10.0: [-150.0, -170.0, -190.0]}
+    spread, se = spread_with_se(cells)
+    # by hand: means -120, -120, -170 -> max is the first of the tied cells (-120), min -170: spread 50
+    assert spread == pytest.approx(50.0)
+    assert se == pytest.approx(np.hypot(20 / np.sqrt(3), 20 / np.sqrt(3)))
+    flat = (10.0, 5.0)
+    assert less_sensitive(flat, (60.0, 5.0))[0]  # 50 apart, SE 7.1: decided
+    assert not less_sensitive(flat, (20.0, 5.0))[0]  # 10 apart, SE 7.1: within 2 SE
+    assert not less_sensitive(flat, flat)[0]  # an exact tie never passes
+    assert not less_sensitive((10.0, float("nan")), (500.0, 1.0))[0]  # unknown error (one seed): undecided
