@@ -406,7 +406,11 @@ def test_sklearn_estimator_checks(est):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = check_estimator(est, on_fail=None)
+        # weight k == k repeated rows does not hold here (nor for scikit-learn's stochastic gradient boosting):
+        # the subsample draws rows, not weight, and the MLP's L2 penalty is scaled by the row count; the
+        # equivalence is tested with subsample=1, alpha=0 in test_integer_sample_weight_equals_repeated_rows_*
+        results = check_estimator(est, on_fail=None, expected_failed_checks={
+            "check_sample_weight_equivalence_on_dense_data": "row subsample and the MLP's L2 penalty count rows"})
     failed = [(r["check_name"], str(r["exception"])[:300]) for r in results if r["status"] == "failed"]
     assert len(results) > 40
     assert failed == []
@@ -494,3 +498,54 @@ def test_reproduction_fold_is_consistent():
     assert mlp_truncated_accuracy(mlp, X, y, 6) == pytest.approx(np.mean(mlp.predict(X) == y))
     with pytest.raises(ValueError, match="unknown dataset"):
         load("mnist")
+
+
+# ---------------------------------------------------------------- sample_weight, subsample (issue 11)
+def _wdata(seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(60, 3)
+    y = np.sin(X[:, 0]) + 0.1 * rng.randn(60)
+    w = rng.randint(0, 3, 60).astype(float)
+    return X, y, w
+
+
+def test_integer_sample_weight_equals_repeated_rows_regression():
+    """Weight k == the row repeated k times (weight 0 == the row removed), as scikit-learn estimators promise.
+    alpha=0: scikit-learn's MLP scales its L2 penalty by the row count, not by the weight sum."""
+    X, y, w = _wdata()
+    kw = dict(total_units=1, subsample=1.0, max_iter=60, alpha=0.0, random_state=1)
+    a = GBNNRegressor(**kw).fit(X, y, sample_weight=w)
+    rep = w.astype(int)
+    b = GBNNRegressor(**kw).fit(np.repeat(X, rep, axis=0), np.repeat(y, rep))
+    np.testing.assert_allclose(a.init_, [np.average(y, weights=w)], rtol=1e-12)
+    np.testing.assert_allclose(a.init_, b.init_, rtol=1e-12)
+    np.testing.assert_allclose(a.predict(X), b.predict(X), atol=1e-5)
+    unweighted = GBNNRegressor(**kw).fit(X, y)
+    assert np.abs(unweighted.predict(X) - a.predict(X)).max() > 1e-2  # the weights do change the fit
+
+
+def test_integer_sample_weight_equals_repeated_rows_classification():
+    X, _, w = _wdata(1)
+    yc = np.where(X[:, 0] + 0.3 * X[:, 1] > 0, "a", "b")
+    kw = dict(total_units=3, subsample=1.0, max_iter=60, alpha=0.0, random_state=1)
+    a = GBNNClassifier(**kw).fit(X, yc, sample_weight=w)
+    rep = w.astype(int)
+    b = GBNNClassifier(**kw).fit(np.repeat(X, rep, axis=0), np.repeat(yc, rep))
+    np.testing.assert_allclose(a.decision_function(X), b.decision_function(X), atol=1e-4)
+    np.testing.assert_allclose(a.train_loss_, b.train_loss_, rtol=1e-4)
+
+
+@pytest.mark.parametrize("bad,match", [(-np.ones(60), "(?i)negative"), (np.full(60, np.nan), "NaN|finite"),
+                                       (np.ones(59), "59|60|shape|length|samples"), (np.zeros(60), "0|zero")])
+def test_bad_sample_weight_is_a_clear_error(bad, match):
+    X, y, _ = _wdata()
+    with pytest.raises(ValueError, match=match):
+        GBNNRegressor(total_units=1, max_iter=5).fit(X, y, sample_weight=bad)
+
+
+def test_subsample_that_rounds_to_zero_rows_is_an_error():
+    X, y, _ = _wdata()
+    with pytest.raises(ValueError, match="rounds to 0 rows"):
+        GBNNRegressor(total_units=1, subsample=0.01, max_iter=5).fit(X, y)   # int(0.01 * 60) = 0
+    est = GBNNRegressor(total_units=1, subsample=1 / 60, max_iter=5, random_state=0).fit(X, y)  # 1 row is fine
+    assert est.n_estimators_ == 1

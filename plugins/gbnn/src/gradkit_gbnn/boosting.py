@@ -34,7 +34,7 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 ACTIVATIONS = ("logistic", "tanh", "relu", "identity")
 SOLVERS = ("lbfgs", "adam", "sgd")
@@ -49,8 +49,8 @@ class SquaredLoss:
 
     name = "squared_error"
 
-    def init(self, y: np.ndarray) -> np.ndarray:
-        return np.atleast_1d(np.mean(y, axis=0)).astype(float)
+    def init(self, y: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
+        return np.atleast_1d(np.average(y, axis=0, weights=w)).astype(float)
 
     def __call__(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
         d = (y - F) ** 2 / 2.0
@@ -59,10 +59,10 @@ class SquaredLoss:
     def negative_gradient(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
         return y - F
 
-    def newton_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray) -> float:
-        return _ratio(np.sum(r * h), np.sum(h * h))
+    def newton_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray, w: Optional[np.ndarray] = None) -> float:
+        return _ratio(np.sum(_w(w, r) * r * h), np.sum(_w(w, r) * h * h))
 
-    def official_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray) -> float:
+    def official_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray, w: Optional[np.ndarray] = None) -> float:
         return 1.0
 
 
@@ -76,8 +76,8 @@ class LogExponentialLoss:
     name = "log-exponential"
     n_outputs = 1
 
-    def init(self, y: np.ndarray) -> np.ndarray:
-        ybar = float(np.mean(y))
+    def init(self, y: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
+        ybar = float(np.average(y, weights=w))
         if not -1.0 < ybar < 1.0:
             raise ValueError("the log-exponential loss needs both classes in y (mean label in (-1, 1))")
         return np.array([0.5 * np.log((1.0 + ybar) / (1.0 - ybar))])
@@ -88,8 +88,9 @@ class LogExponentialLoss:
     def negative_gradient(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
         return 2.0 * y * expit(-2.0 * y * F)  # = 2y / (1 + exp(2yF)), without overflow
 
-    def newton_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray) -> float:
-        return _ratio(np.sum(r * h), np.sum(r * h * h * (2.0 * y - r)))
+    def newton_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray, w: Optional[np.ndarray] = None) -> float:
+        ww = _w(w, r)
+        return _ratio(np.sum(ww * r * h), np.sum(ww * r * h * h * (2.0 * y - r)))
 
     official_step = newton_step
 
@@ -108,7 +109,7 @@ class MultinomialLoss:
 
     name = "multinomial"
 
-    def init(self, y: np.ndarray) -> np.ndarray:
+    def init(self, y: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
         return np.zeros(y.shape[1])
 
     def __call__(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
@@ -117,15 +118,23 @@ class MultinomialLoss:
     def negative_gradient(self, y: np.ndarray, F: np.ndarray) -> np.ndarray:
         return y - softmax(F, axis=1)
 
-    def newton_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray) -> float:
+    def newton_step(self, y: np.ndarray, r: np.ndarray, h: np.ndarray, w: Optional[np.ndarray] = None) -> float:
         p = y - r
-        return _ratio(np.sum(h * r), np.sum(h * h * p * (1.0 - p)))
+        ww = 1.0 if w is None else w[:, None]
+        return _ratio(np.sum(ww * h * r), np.sum(ww * h * h * p * (1.0 - p)))
 
     official_step = newton_step
 
     @staticmethod
     def proba(F: np.ndarray) -> np.ndarray:
         return np.exp(log_softmax(F, axis=1))
+
+
+def _w(w: Optional[np.ndarray], like: np.ndarray):
+    """Sample weights broadcast against a per-sample array (1-D, or 2-D for several outputs); None: 1."""
+    if w is None:
+        return 1.0
+    return w if like.ndim == 1 else w[:, None]
 
 
 def _ratio(num: float, den: float) -> float:
@@ -210,15 +219,23 @@ class _BaseGBNN(BaseEstimator):
                             learning_rate_init=self.learning_rate_init, n_iter_no_change=self.max_iter,
                             random_state=seed)
 
-    def _boost(self, X: np.ndarray, Y: np.ndarray, loss_fn) -> None:
+    def _boost(self, X: np.ndarray, Y: np.ndarray, loss_fn, sample_weight=None) -> None:
         n_stages = self._check_params()
         rng = check_random_state(self.random_state)
         n = X.shape[0]
-        n_sub = max(1, int(self.subsample * n))
+        n_sub = int(self.subsample * n)
+        if n_sub < 1:
+            raise ValueError(f"subsample={self.subsample!r} of n_samples = {n} rounds to {n_sub} rows; each "
+                             f"stage needs at least 1 (use subsample >= {1.0 / n:.3g} or more samples)")
+        w = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        if not np.all(np.isfinite(w)):
+            raise ValueError("sample_weight contains NaN or inf; expected finite non-negative weights")
+        if not w.sum() > 0:
+            raise ValueError("sample_weight sums to 0; at least one sample needs a positive weight")
         self._loss_fn = loss_fn
-        self.init_ = loss_fn.init(Y)
+        self.init_ = loss_fn.init(Y, w)
         F = np.tile(self.init_, (n, 1)) if Y.ndim == 2 else np.full(n, self.init_[0])
-        self.init_loss_ = float(np.mean(loss_fn(Y, F)))
+        self.init_loss_ = float(np.average(loss_fn(Y, F), weights=w))
         self.estimators_: List[MLPRegressor] = []
         self.stage_params_: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         rhos, losses = [], []
@@ -227,31 +244,37 @@ class _BaseGBNN(BaseEstimator):
             r = loss_fn.negative_gradient(Y, F)
             if n_sub < n:
                 idx = rng.choice(n, size=n_sub, replace=False)
-                X_i, r_i = X[idx], r[idx]
+                X_i, r_i, w_i = X[idx], r[idx], w[idx]
             else:
-                X_i, r_i = X, r
+                X_i, r_i, w_i = X, r, w
             reg = self._stage_regressor(int(rng.randint(np.iinfo(np.int32).max)))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                reg.fit(X_i, r_i)
+                if sample_weight is None:
+                    reg.fit(X_i, r_i)
+                elif w_i.sum() > 0:
+                    reg.fit(X_i, r_i, sample_weight=w_i)
+                else:
+                    raise ValueError("a stage's subsample holds only zero-weight samples; raise subsample or give "
+                                     "more samples a positive sample_weight")
             self.n_iter_no_convergence_ += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
             W1, b1 = reg.coefs_[0].astype(float), reg.intercepts_[0].astype(float)
             W2, b2 = reg.coefs_[1].astype(float), reg.intercepts_[1].astype(float)
             h = activation(self.activation, X @ W1 + b1) @ W2 + b2  # == reg.predict(X), on the FULL set
             if Y.ndim == 1:
                 h = h[:, 0]
-            rho = (loss_fn.official_step if self.line_search == "official" else loss_fn.newton_step)(Y, r, h)
+            rho = (loss_fn.official_step if self.line_search == "official" else loss_fn.newton_step)(Y, r, h, w)
             if self.line_search == "backtracking":  # halve the Newton step until the training loss does not rise
-                before = np.sum(loss_fn(Y, F))
+                before = np.sum(w * loss_fn(Y, F))
                 for _ in range(60):
-                    if np.sum(loss_fn(Y, F + self.eta * rho * h)) <= before:
+                    if np.sum(w * loss_fn(Y, F + self.eta * rho * h)) <= before:
                         break
                     rho *= 0.5
                 else:
                     rho = 0.0
             F = F + self.eta * rho * h
             rhos.append(rho)
-            losses.append(float(np.mean(loss_fn(Y, F))))
+            losses.append(float(np.average(loss_fn(Y, F), weights=w)))
             self.estimators_.append(reg)
             self.stage_params_.append((W1, b1, W2, b2))
         self.rhos_ = np.asarray(rhos)
@@ -351,7 +374,9 @@ class GBNNClassifier(ClassifierMixin, _BaseGBNN):
     (mean training loss after each stage), ``coefs_`` / ``intercepts_`` (the assembled network).
     """
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X, y``; ``sample_weight`` (non-negative, finite) weighs each sample's loss in ``F_0``, in the
+        stage regressors' fits (on the subsample) and in the Newton steps, as scikit-learn's gradient boosting."""
         self._check_params()
         if self.loss not in ("auto", "log-exponential", "multinomial"):
             raise ValueError(f"unknown loss {self.loss!r} for GBNNClassifier; expected 'auto', 'log-exponential' "
@@ -369,10 +394,10 @@ class GBNNClassifier(ClassifierMixin, _BaseGBNN):
             if K != 2:
                 raise ValueError(f"loss='log-exponential' is binary; y has {K} classes (use 'multinomial')")
             self._flat_output = True
-            self._boost(X, 2.0 * yi - 1.0, LogExponentialLoss())
+            self._boost(X, 2.0 * yi - 1.0, LogExponentialLoss(), sample_weight)
         else:
             self._flat_output = False
-            self._boost(X, np.eye(K)[yi], MultinomialLoss())
+            self._boost(X, np.eye(K)[yi], MultinomialLoss(), sample_weight)
         return self
 
     def _proba_of(self, F: np.ndarray) -> np.ndarray:
@@ -415,14 +440,15 @@ class GBNNRegressor(RegressorMixin, _BaseGBNN):
                          learning_rate_init=learning_rate_init, activation=activation, loss=loss,
                          line_search=line_search, random_state=random_state)
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        """Fit on ``X, y``; ``sample_weight`` as in :meth:`GBNNClassifier.fit`."""
         self._check_params()
         if self.loss != "squared_error":
             raise ValueError(f"unknown loss {self.loss!r} for GBNNRegressor; expected 'squared_error'")
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=float)
         self._flat_output = y.ndim == 1
-        self._boost(X, y, SquaredLoss())
+        self._boost(X, y, SquaredLoss(), sample_weight)
         return self
 
     def predict(self, X) -> np.ndarray:
