@@ -142,8 +142,9 @@ def _claims(res: Result, summary, summary_f_star) -> None:
         res.add_claim(f"[{pname}] GNS-approx roughly matches GNS-exact in iterations (<= 3x)", ok,
                       f"{a['k']} vs {e['k']}")
         if a["t"] is not None and e["t"] is not None:
-            res.add_claim(f"[{pname}] GNS-approx reaches 1e-8 faster in seconds than GNS-exact", a["t"] < e["t"],
-                          f"{a['t']:.3f}s vs {e['t']:.3f}s")
+            # one timing per method on a shared machine: "faster" needs a 20 % margin over the timing noise
+            res.add_claim(f"[{pname}] GNS-approx reaches 1e-8 faster in seconds than GNS-exact (by > 20 %, the "
+                          "timing-noise margin)", a["t"] < 0.8 * e["t"], f"{a['t']:.3f}s vs {e['t']:.3f}s")
         g = a["hist"]["gamma"]
         tail = g[len(g) // 2 :]
         if len(tail) >= 3:
