@@ -19,6 +19,8 @@ Equations (ThinShellLab, Wang et al. ICLR 2024; IPC friction, Li et al. 2020):
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -246,6 +248,19 @@ def h_sphere(X, aux, p):
     return H + T.transpose(-1, -2) @ Hu @ T
 
 
+@functools.lru_cache(maxsize=None)
+def _sel_cached(n_blocks, pairs, dtype):
+    M = torch.zeros(3 * n_blocks, 3 * n_blocks, dtype=dtype)
+    for i, j, w in pairs:
+        M[3 * i:3 * i + 3, 3 * j:3 * j + 3] += w * torch.eye(3, dtype=dtype)
+    return M
+
+
+def _sel(n_blocks: int, pairs, dtype):
+    """Constant (3 n, 3 n) matrix with w * identity blocks at the (i, j, w) block positions in ``pairs`` (cached)."""
+    return _sel_cached(n_blocks, tuple(pairs), dtype)
+
+
 def _skew(v):
     """Cross-product matrices [v]_x (..., 3, 3) with [v]_x w = v x w."""
     z = torch.zeros_like(v[..., 0])
@@ -283,11 +298,9 @@ def h_area(X, aux, p):
     N = s1 * s2 - m * m
     z = torch.zeros_like(e1)
     gs1, gs2, gm = torch.cat([2 * e1, z], -1), torch.cat([z, 2 * e2], -1), torch.cat([e2, e1], -1)
-    I3 = _eye(3, X).expand(*e1.shape[:-1], 3, 3)
-    Z3 = torch.zeros_like(I3)
-    Hs1 = torch.cat([torch.cat([2 * I3, Z3], -1), torch.cat([Z3, Z3], -1)], -2)
-    Hs2 = torch.cat([torch.cat([Z3, Z3], -1), torch.cat([Z3, 2 * I3], -1)], -2)
-    Hm = torch.cat([torch.cat([Z3, I3], -1), torch.cat([I3, Z3], -1)], -2)
+    Hs1 = _sel(2, [(0, 0, 2.0)], X.dtype)
+    Hs2 = _sel(2, [(1, 1, 2.0)], X.dtype)
+    Hm = _sel(2, [(0, 1, 1.0), (1, 0, 1.0)], X.dtype)
     gN = s2[..., None] * gs1 + s1[..., None] * gs2 - 2 * m[..., None] * gm
     HN = (s2[..., None, None] * Hs1 + s1[..., None, None] * Hs2 + _sym(_outer(gs1, gs2))
           - 2 * m[..., None, None] * Hm - 2 * _outer(gm, gm))
@@ -312,22 +325,14 @@ def hinge_angle_derivatives(X):
     x0 = X[..., 0, :]
     e, a, b = X[..., 1, :] - x0, X[..., 2, :] - x0, X[..., 3, :] - x0
     z = torch.zeros_like(e)
-    I3 = _eye(3, X).expand(*e.shape[:-1], 3, 3)
-    Z3 = torch.zeros_like(I3)
-
-    def blocks(B):  # 3x3 grid of (…, 3, 3) blocks -> (…, 9, 9)
-        return torch.cat([torch.cat(row, -1) for row in B], -2)
-
+    dt_ = X.dtype
     # D = e.(a x b)
-    D = dot(e, cross(a, b))
-    gD = torch.cat([cross(a, b), cross(b, e), cross(e, a)], -1)
-    Sa, Sb, Se = _skew(a), _skew(b), _skew(e)
-    HD = blocks([[Z3, -Sb, Sa], [Sb, Z3, -Se], [-Sa, Se, Z3]])
+    D, gD, HD = _triple_derivatives(e, a, b)
     # |e|
     le = torch.linalg.vector_norm(e, dim=-1)
     eh = e / le[..., None]
     gl = torch.cat([eh, z, z], -1)
-    Hl = blocks([[(I3 - _outer(eh, eh)) / le[..., None, None], Z3, Z3], [Z3, Z3, Z3], [Z3, Z3, Z3]])
+    Hl = torch.nn.functional.pad((_eye(3, X) - _outer(eh, eh)) / le[..., None, None], (0, 6, 0, 6))
     # y = -|e| D
     y = -le * D
     gy = -(D[..., None] * gl + le[..., None] * gD)
@@ -336,10 +341,10 @@ def hinge_angle_derivatives(X):
     pp, q, s, t = dot(e, a), dot(e, b), dot(e, e), dot(a, b)
     gp, gq = torch.cat([a, e, z], -1), torch.cat([b, z, e], -1)
     gs, gt = torch.cat([2 * e, z, z], -1), torch.cat([z, b, a], -1)
-    Hp = blocks([[Z3, I3, Z3], [I3, Z3, Z3], [Z3, Z3, Z3]])
-    Hq = blocks([[Z3, Z3, I3], [Z3, Z3, Z3], [I3, Z3, Z3]])
-    Hs = blocks([[2 * I3, Z3, Z3], [Z3, Z3, Z3], [Z3, Z3, Z3]])
-    Ht = blocks([[Z3, Z3, Z3], [Z3, Z3, I3], [Z3, I3, Z3]])
+    Hp = _sel(3, [(0, 1, 1.0), (1, 0, 1.0)], dt_)
+    Hq = _sel(3, [(0, 2, 1.0), (2, 0, 1.0)], dt_)
+    Hs = _sel(3, [(0, 0, 2.0)], dt_)
+    Ht = _sel(3, [(1, 2, 1.0), (2, 1, 1.0)], dt_)
     c = pp * q - s * t
     gc = q[..., None] * gp + pp[..., None] * gq - t[..., None] * gs - s[..., None] * gt
     Hc = (q[..., None, None] * Hp + pp[..., None, None] * Hq + _sym(_outer(gp, gq))
@@ -383,18 +388,12 @@ def h_vertex_face(X, aux, p, mu_key="mu_cloth"):
     w, e1, e2 = pt - a, b - a, c - a
     D, gD, HD = _triple_derivatives(w, e1, e2)
     z = torch.zeros_like(w)
-    I3 = _eye(3, X).expand(*w.shape[:-1], 3, 3)
-    Z3 = torch.zeros_like(I3)
-
-    def blocks(B):
-        return torch.cat([torch.cat(row, -1) for row in B], -2)
-
     s1, s2, m = dot(e1, e1), dot(e2, e2), dot(e1, e2)
     N2 = s1 * s2 - m * m
     gs1, gs2, gm = torch.cat([z, 2 * e1, z], -1), torch.cat([z, z, 2 * e2], -1), torch.cat([z, e2, e1], -1)
-    Hs1 = blocks([[Z3, Z3, Z3], [Z3, 2 * I3, Z3], [Z3, Z3, Z3]])
-    Hs2 = blocks([[Z3, Z3, Z3], [Z3, Z3, Z3], [Z3, Z3, 2 * I3]])
-    Hm = blocks([[Z3, Z3, Z3], [Z3, Z3, I3], [Z3, I3, Z3]])
+    Hs1 = _sel(3, [(1, 1, 2.0)], X.dtype)
+    Hs2 = _sel(3, [(2, 2, 2.0)], X.dtype)
+    Hm = _sel(3, [(1, 2, 1.0), (2, 1, 1.0)], X.dtype)
     gN = s2[..., None] * gs1 + s1[..., None] * gs2 - 2 * m[..., None] * gm
     HN = (s2[..., None, None] * Hs1 + s1[..., None, None] * Hs2 + _sym(_outer(gs1, gs2))
           - 2 * m[..., None, None] * Hm - 2 * _outer(gm, gm))
