@@ -304,3 +304,18 @@ def test_gradient_wrt_initial_heights_matches_central_differences(name):
         assert float(z.grad[i]) == pytest.approx(fd, rel=1e-3, abs=1e-6), (i, float(z.grad[i]), fd)
         checked += 1
     assert checked >= 4
+
+
+def test_pad_contacts_restrict_which_bodies_a_pad_touches():
+    bottom = make_sheet(3, 0.02, origin=(0, 0, 5e-4), name="bottom")
+    top = make_sheet(3, 0.02, origin=(0.003, 0.004, 1e-3), name="top")
+    pad = Pad("sphere", (0.01, 0.01, 0.0125), 0.01)
+    both = ThinShellSim(Scene([bottom, top], pads=[pad], contacts=[(0, 1, "mu_cloth")]))
+    only_top = ThinShellSim(Scene([bottom, top], pads=[pad], contacts=[(0, 1, "mu_cloth")], pad_contacts=[(0, 1)]))
+    s = both.initial_state()
+    v_both = both._pairs(s.x, s.pads, s.pads)["sphere"][0]
+    v_top = only_top._pairs(s.x, s.pads, s.pads)["sphere"][0]
+    assert (v_both < 9).any() and (v_both >= 9).any()  # within the search radius of both sheets
+    assert len(v_top) and bool((v_top >= 9).all()) and set(v_top.tolist()) == set(v_both[v_both >= 9].tolist())
+    with pytest.raises(ValueError, match="pad_contacts"):
+        ThinShellSim(Scene([bottom], pads=[pad], pad_contacts=[(0, 3)]))

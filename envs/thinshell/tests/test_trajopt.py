@@ -52,3 +52,44 @@ def test_inverse_design_recovers_friction_within_5_percent():
     fit = fit_parameter(task, obs, "mu_table", 0.25, state=s0, max_evals=8)
     assert abs(fit["estimate"] - 0.4) / 0.4 < 0.05
     assert fit["history"][-1] < 1e-3 * fit["history"][0]
+
+
+def test_inverse_design_on_centre_of_mass_data_from_a_finer_mesh():
+    # the data come from a 5x5 sheet the fitted 3x3 model did not generate; only the centre of mass is observed
+    T = 8
+    data = sliding_task(n=5, horizon=T, tol=1e-9)
+    p = data.sim.params.clone()
+    p[PARAM_NAMES.index("mu_table")] = 0.4
+    with torch.no_grad():
+        obs = [s.x.mean(0) for s in data.sim.rollout(torch.zeros(T, 0, 3, dtype=torch.float64),
+                                                      state=sliding_initial_state(data), params=p)]
+    model = sliding_task(n=3, horizon=T, tol=1e-9)
+    s0 = sliding_initial_state(model)
+    with pytest.raises(ValueError, match="observe="):
+        fit_parameter(model, obs, "mu_table", 0.25, state=s0, max_evals=2)
+    fit = fit_parameter(model, obs, "mu_table", 0.25, state=s0, max_evals=10, observe=lambda x: x.mean(0))
+    assert abs(fit["estimate"] - 0.4) / 0.4 < 0.02
+    assert fit["history"][-1] < 1e-2 * fit["history"][0]
+    with pytest.raises(ValueError, match="finite"):
+        fit_parameter(model, obs, "mu_table", float("inf"), state=s0)
+    bad = [o.clone() for o in obs]
+    bad[3][0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fit_parameter(model, bad, "mu_table", 0.25, state=s0, observe=lambda x: x.mean(0))
+
+
+def test_pad_starting_in_contact_gives_gradient_descent_a_signal():
+    # the counterpart of test_gradient_from_zero_trajectory_is_stuck: with the pad pressing the top sheet from the
+    # start, the reward's gradient at the zero trajectory is non-zero and a few Adam steps improve the reward
+    task = separate_task(n=3, horizon=4, press=1.5e-4)
+    d0 = float(task.sim.pad_centers0[0, 2]) - task.sim.X0[task.info["top"], 2]
+    zero = torch.zeros(4, 1, 3, dtype=torch.float64, requires_grad=True)
+    R0 = task.rollout_reward(zero)
+    R0.backward()
+    assert float(zero.grad.abs().max()) > 1e-3
+    assert float(zero.grad[0, 0, 0]) > 0  # dragging along +x pulls the top sheet off the bottom one
+    g = grad_trajopt(task, None, lr=0.3, iters=3)
+    assert g.reward > float(R0.detach()) + 1e-5
+    with pytest.raises(ValueError, match="press"):
+        separate_task(n=3, press=-1e-4)
+    assert float(d0.min()) > 0
