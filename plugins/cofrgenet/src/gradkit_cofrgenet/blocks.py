@@ -174,7 +174,7 @@ class CAttnM(nn.Module):
     """Multivariate continued-fraction attention (replaces causal self-attention), reconstructed from §3.2.
 
     ``Y = ladders(X)`` (L multivariate ladders of depth d on each token, shape (T, L); the paper's two ladder
-    ensembles y_1, y_2 concatenated), ``A = causal_softmax(Y F)`` with ``F`` in R^{L x l`` (scores of query
+    ensembles y_1, y_2 concatenated), ``A = causal_softmax(Y F)`` with ``F`` in R^{L x l} (scores of query
     position i for key position j <= i), ``O = A X W^v``.  Parameters L d p + L d + L l + p^2 (the paper's
     L(p + l) + p^2 at d = 1, plus the ladder biases).  Reconstruction: the paper notes say token i attends to
     j <= i - 1, which leaves the first row empty; we use j <= i.
