@@ -474,23 +474,33 @@ def test_nan_gradient_in_a_later_group_changes_no_earlier_group(factory, kw):
 # ---------------------------------------------------------------------- claim direction (tiny)
 def test_sign_remainder_beats_frozen_remainder_at_equal_state():
     """The paper's core claim in miniature: at the same ρ and projection, updating the rest with signSGD
-    (FRUGAL) trains faster than leaving it frozen (BAdam-style)."""
-    losses = {}
-    for rule in ("sign_sgd", "none"):
-        torch.manual_seed(0)
-        m = _mlp()
-        opt = FRUGAL(m.parameters(), lr=3e-3, density=0.25, proj_type="block", update_gap=10, state_free=rule,
-                     projectable=None)
-        g = torch.Generator().manual_seed(3)
-        w_true = torch.randn(10, 3, generator=g)
-        for _ in range(60):
-            x = torch.randn(64, 10, generator=g)
-            loss = nn.functional.mse_loss(m(x), torch.tanh(x @ w_true))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        losses[rule] = float(loss.detach())
-    assert losses["sign_sgd"] < losses["none"]
+    (FRUGAL) trains faster than leaving it frozen (BAdam-style).  Decided over 4 seeds on paired differences
+    with a 2-standard-error margin (an exact tie or a one-seed win does not pass)."""
+    import statistics
+
+    diffs = []
+    for seed in range(4):
+        losses = {}
+        for rule in ("sign_sgd", "none"):
+            torch.manual_seed(seed)
+            m = _mlp(seed)
+            opt = FRUGAL(m.parameters(), lr=3e-3, density=0.25, proj_type="block", update_gap=10, state_free=rule,
+                         projectable=None, seed=seed)
+            g = torch.Generator().manual_seed(3 + seed)
+            w_true = torch.randn(10, 3, generator=g)
+            tail = []
+            for step in range(60):
+                x = torch.randn(64, 10, generator=g)
+                loss = nn.functional.mse_loss(m(x), torch.tanh(x @ w_true))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step >= 50:
+                    tail.append(float(loss.detach()))
+            losses[rule] = statistics.mean(tail)
+        diffs.append(losses["none"] - losses["sign_sgd"])
+    mean, se = statistics.mean(diffs), statistics.stdev(diffs) / len(diffs) ** 0.5
+    assert mean > 0 and mean > 2 * se, (mean, se, diffs)
 
 
 # ---------------------------------------------------------------------- DDP
