@@ -199,7 +199,10 @@ def gradkit_register_architectures(register):
     """Register model architectures and layers (kind ``architectures``).
 
     Contract: the target is a ``torch.nn.Module`` subclass or a factory returning
-    one; constructor arguments are keyword hyperparameters.
+    one; constructor arguments are keyword hyperparameters (an unknown one is a TypeError);
+    eval-mode forward is deterministic and finite on ordinary input; NaN/inf inputs, wrong
+    feature sizes and invalid token ids are clear errors, never NaN outputs.
+    :class:`gradkit_core.testing.architectures.ArchitectureConformance` checks it.
     """
 
 

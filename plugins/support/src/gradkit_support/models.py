@@ -128,8 +128,14 @@ class TinyGPT(nn.Module):
             nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None):
-        if idx.dim() != 2:
-            raise ValueError(f"TinyGPT expects token ids (B, T), got shape {tuple(idx.shape)}")
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
+            raise ValueError(f"TinyGPT expects token ids (B, T), got shape {shape}")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"TinyGPT expects integer token ids (torch.long), got {idx.dtype}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.tok.num_embeddings):
+            raise IndexError(f"token ids must lie in [0, {self.tok.num_embeddings}), got "
+                             f"[{int(idx.min())}, {int(idx.max())}]")
         b, t = idx.shape
         if t > self.block_size:
             raise ValueError(f"sequence length {t} exceeds block_size {self.block_size}")
