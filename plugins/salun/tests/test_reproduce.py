@@ -76,3 +76,30 @@ def test_a_methods_result_does_not_depend_on_which_runs_came_before(monkeypatch,
     for k in ("UA", "RA", "TA", "MIA", "gap"):
         assert alone["random"]["FT"][0][k] == after["random"]["FT"][0][k]
     assert alone["random"]["Retrain"][0]["TA"] == after["random"]["Retrain"][0]["TA"]
+
+
+def test_ratio_sweep_gives_every_ratio_the_same_batch_order(monkeypatch, digit_data):
+    """Each ratio gets its own freshly seeded loaders (one shared pair of shuffling loaders gave each
+    ratio a different batch order, depending on how many runs came before it)."""
+    import gradkit_salun.metrics as M
+    import gradkit_salun.unlearn as U
+    from gradkit_core.results import Result
+
+    first_batches = []
+
+    class FakeRun:
+        def __init__(self, model, **kw):
+            self.model = model
+
+        def unlearn(self, forget, retain, **kw):
+            first_batches.append((tuple(next(iter(forget))[1].tolist()), tuple(next(iter(retain))[1].tolist())))
+            return self.model
+
+    monkeypatch.setattr(U, "SalUn", FakeRun)
+    monkeypatch.setattr(U, "Retrain", FakeRun)
+    monkeypatch.setattr(R, "_train", lambda model, x, y, seed, epochs=None: model)
+    monkeypatch.setattr(M, "unlearning_metrics", lambda *a, **k: {"UA": 0.0, "RA": 1.0, "TA": 1.0, "MIA": 0.0})
+    res = Result("t")
+    R._ratio_sweep(res, digit_data, seed=1, lr=0.002, progress=False)
+    assert len(first_batches) == 7  # Retrain + six ratios
+    assert len(set(first_batches)) == 1, "every run must see the same (seeded) batch order"
