@@ -76,7 +76,7 @@ def gradkit_register_transforms(register):
     """Register gradient transforms (kind ``transforms``): they decide what lands in ``p.grad``
     for whatever optimizer the user steps, and never change a parameter themselves.
 
-    Two forms:
+    Contract, in two forms:
 
     * **multi-task aggregators** -- ``create(name, model, loss_fns={task: fn(output, target)},
       lambdas={task: weight} or None, accumulation_steps=N, **hp)``; ``step(data_provider)``
