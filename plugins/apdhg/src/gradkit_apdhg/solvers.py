@@ -250,7 +250,7 @@ class _Solver:
 
     def solve(self, problem: SaddleProblem, x0=None, y0=None, *, max_iter: int = 10000, tol: float = 1e-6,
               f_star: Optional[float] = None, check_every: int = 1, time_limit: Optional[float] = None,
-              callback: Optional[Callable] = None, infeasibility_every: Optional[int] = 32,
+              callback: Optional[Callable] = None, infeasibility_every: Optional[int] = 64,
               infeasibility_tol: float = 1e-8) -> SolveResult:
         """Iterate until the relative KKT residual (LinearProgram) or the relative fixed-point residual
         ||w^{k+1} - w^k|| / max(1, ||w^k||) (generic SaddleProblem) is <= tol (status 0), max_iter or time_limit
