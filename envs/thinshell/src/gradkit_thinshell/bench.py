@@ -56,7 +56,8 @@ def measure(n: int, T: int = 8, repeats: int = 3) -> dict:
     """CPU ms per step (median over ``repeats``) of a forward rollout and of forward+backward on the bench scene."""
     sim = ThinShellSim(_scene(n))
     a = _actions(T)
-    sim.rollout(a[:1])  # warm-up
+    warm = a[:1].clone().requires_grad_(True)  # warm-up of the forward and of the adjoint (first-call costs)
+    sim.rollout(warm)[-1].x.sum().backward()
     fwd, fb, its, hess = [], [], [], []
     for _ in range(repeats):
         sim.stats_log.clear()
@@ -78,7 +79,7 @@ def measure(n: int, T: int = 8, repeats: int = 3) -> dict:
 def _run(quick, progress) -> Result:
     sizes = [6, 11] if quick else [6, 11, 16, 21]
     T = 4 if quick else 8
-    repeats = 2 if quick else 3
+    repeats = 3
     load0 = os.getloadavg()
     res = Result("thinshell-bench", title="thin-shell simulator: CPU time per step vs mesh size (sheet + sphere pad, "
                                           "contact + friction)")
