@@ -1,0 +1,287 @@
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import gradkit_core as gk
+from gradkit_vspo.env import ToolKB, make_policy, sft, token_logps
+from gradkit_vspo.grpo import clipped_pg_loss, grpo_advantages, task_value, zero_advantage_mask
+from gradkit_vspo.rewards import (BinaryReward, ProgressiveRewardShaper, extract_answer, length_aware_bleu,
+                                  parse_calls)
+from gradkit_vspo.trainer import ValueBasedSampler, VSPOTrainer
+
+GOOD = "<call> lookup e1 color </call> <result> v3 </result> <answer> v3 </answer>"
+
+
+# ----------------------------------------------------------------------------- GRPO core + trl parity
+
+def test_advantages_hand_computed():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
+    a = grpo_advantages(r)
+    sd = math.sqrt(1 / 3)  # unbiased std of (1, 0, 0, 1)
+    assert torch.allclose(a[0], torch.tensor([0.5, -0.5, -0.5, 0.5]) / (sd + 1e-4))
+    assert torch.equal(a[1], torch.zeros(4))
+    assert zero_advantage_mask(r).tolist() == [False, True]
+    b = grpo_advantages(r, baseline=torch.tensor([0.25, 2.0]), scale="none")
+    assert torch.allclose(b[0], torch.tensor([0.75, -0.25, -0.25, 0.75]))
+
+
+def test_advantages_match_trl():
+    pytest.importorskip("trl")
+    from trl.trainer.utils import nanstd
+    g = torch.Generator().manual_seed(0)
+    rewards = torch.rand(6 * 8, generator=g)
+    rewards[8:16] = 0.5  # a zero-std group
+    G = 8  # trl's grpo_trainer, scale_rewards="group": (r - mean_G) / (nanstd_G + 1e-4)
+    mean = torch.nanmean(rewards.view(-1, G), dim=1).repeat_interleave(G)
+    std = nanstd(rewards.view(-1, G), dim=1).repeat_interleave(G)
+    ref = (rewards - mean) / (std + 1e-4)
+    assert torch.allclose(grpo_advantages(rewards.view(-1, G)).reshape(-1), ref, atol=1e-6)
+
+
+class _Acc:
+    num_processes = 1
+    sync_gradients = True
+
+    def gather(self, x):
+        return x
+
+    gather_for_metrics = gather
+
+    def reduce(self, x, reduction="sum"):
+        return x
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo"])
+def test_loss_matches_trl_compute_loss(loss_type):
+    trl = pytest.importorskip("trl")
+    g = torch.Generator().manual_seed(1)
+    N, T = 6, 7
+    logp = (-torch.rand(N, T, generator=g) * 3).requires_grad_(True)
+    old = logp.detach() + 0.4 * torch.randn(N, T, generator=g)  # ratios far from 1: clipping active
+    adv = torch.randn(N, generator=g)
+    mask = (torch.rand(N, T, generator=g) > 0.3).long()
+    mask[:, 0] = 1
+    t = trl.GRPOTrainer.__new__(trl.GRPOTrainer)
+    t.__dict__.update(top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token",
+                      beta=0.0, loss_type=loss_type, epsilon_low=0.2, epsilon_high=0.28,
+                      args=SimpleNamespace(delta=None, use_bias_correction_kl=False), model=SimpleNamespace(training=False),
+                      current_gradient_accumulation_steps=1, accelerator=_Acc(), aux_loss_enabled=False,
+                      _entropy_bonus_enabled=False, use_vllm=False, _metrics=defaultdict(lambda: defaultdict(list)))
+    t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, torch.zeros(N, T), None)
+    inputs = dict(prompt_ids=torch.zeros(N, 2, dtype=torch.long), prompt_mask=torch.ones(N, 2, dtype=torch.long),
+                  completion_ids=torch.zeros(N, T, dtype=torch.long), completion_mask=mask, advantages=adv,
+                  old_per_token_logps=old)
+    ref = t._compute_loss(None, inputs)
+    ours = clipped_pg_loss(logp, old, adv, clip=(0.2, 0.28), token_mask=mask, loss_type=loss_type)
+    assert torch.allclose(ours, ref, atol=1e-6), (float(ours), float(ref))
+    gr, = torch.autograd.grad(ref, logp)
+    go, = torch.autograd.grad(ours, logp)
+    assert torch.allclose(go, gr, atol=1e-7)
+
+
+def test_clip_zeroes_gradient_outside_trust_region():
+    logp = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    old = torch.tensor([[-1.0, 0.0]])  # token 0: ratio e > 1.2, positive advantage -> clipped
+    loss = clipped_pg_loss(logp, old, torch.tensor([1.0]))
+    loss.backward()
+    assert logp.grad[0, 0] == 0 and logp.grad[0, 1] == pytest.approx(-0.5)
+
+
+# ----------------------------------------------------------------------------- rewards
+
+def test_length_aware_bleu_matches_sacrebleu_on_long_strings():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    bleu = sacrebleu.metrics.BLEU(smooth_method="floor", smooth_value=0.1, tokenize="none", effective_order=True)
+    ref = "the cat sat on a mat today"
+    for pred in ["the cat sat on the mat today ok", "the cat sat on mat red fox", "a dog ran on a mat today"]:
+        assert length_aware_bleu(pred, ref, short_len=50) == pytest.approx(bleu.sentence_score(pred, [ref]).score / 100, abs=1e-9)
+
+
+def test_length_aware_bleu_short_answers():
+    assert length_aware_bleu("Paris", "Paris") == 1.0  # plain 4-gram BLEU would give ~0 here
+    assert 0 < length_aware_bleu("Paris France", "Paris") < 1
+    ref = "one two three four five six seven eight"
+    concise = "one two three four five"
+    assert length_aware_bleu(concise, ref, short_len=5) == pytest.approx(1.0)
+    assert length_aware_bleu(concise, ref, short_len=50) == pytest.approx(math.exp(1 - 8 / 5))
+    assert length_aware_bleu("", "x") == 0.0
+
+
+def test_prs_stage_gating_hand_computed():
+    prs = ProgressiveRewardShaper()
+    assert prs.score(GOOD, "v3", ("e1", "color"))[0] == pytest.approx(1.0)
+    # call does not parse: only the format stage, partial credit 1/3 (has a call span), times 0.2
+    assert prs.score("<call> lookup e1 </call>", "v3", ("e1", "color"))[0] == pytest.approx(0.2 / 3)
+    # parses but asks for the wrong key: format 0.2, tool 0, answer stage locked
+    bad_tool = GOOD.replace("e1 color", "e2 color")
+    r, br = prs.score(bad_tool, "v3", ("e1", "color"))
+    assert r == pytest.approx(0.2) and "answer" not in br
+    # right tool, wrong answer: 0.2 + 0.3 + 0.5 * (floor 0.1 unigram precision)
+    assert prs.score(GOOD.replace("<answer> v3", "<answer> v4"), "v3", ("e1", "color"))[0] == pytest.approx(0.55)
+    binary = BinaryReward()
+    assert binary(["<answer> v3 </answer>", "v3", GOOD], ["v3"] * 3).tolist() == [1.0, 0.0, 1.0]
+
+
+def test_prs_schedule_shifts_weights():
+    prs = ProgressiveRewardShaper(schedule=lambda p: [0.5 - 0.3 * p, 0.2, 0.3 + 0.3 * p])
+    bad_tool = GOOD.replace("e1 color", "e2 color")
+    assert prs.score(bad_tool, "v3", ("e1", "color"))[0] == pytest.approx(0.5)
+    prs.progress = 1.0
+    assert prs.score(bad_tool, "v3", ("e1", "color"))[0] == pytest.approx(0.2)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        grpo_advantages(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ValueError, match="empty"):
+        grpo_advantages(torch.zeros(0, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        grpo_advantages(torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="no <answer>"):
+        extract_answer("the answer is v3")
+    with pytest.raises(ValueError, match="no <answer>"):
+        ProgressiveRewardShaper(on_missing="raise").score("<call> lookup e1 color </call>", "v3")
+    with pytest.raises(ValueError, match="empty batch"):
+        ProgressiveRewardShaper()([], [])
+    with pytest.raises(ValueError, match="reference answer is empty"):
+        length_aware_bleu("a", " ")
+    with pytest.raises(ValueError, match="clip"):
+        clipped_pg_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1), clip=(1.5, 0.2))
+    with pytest.raises(ValueError, match="mode"):
+        VSPOTrainer(torch.nn.Linear(1, 1), mode="ppo")
+    with pytest.raises(ValueError, match="lr"):
+        VSPOTrainer(torch.nn.Linear(1, 1), lr=float("nan"))
+    assert parse_calls("<call> lookup e1 </call><call> lookup e1 city </call>") == [None, ("lookup", "e1", "city")]
+
+
+@pytest.fixture(scope="module")
+def env_policy():
+    torch.manual_seed(0)
+    env = ToolKB(n_entities=12, n_values=6, seed=0)
+    model = make_policy(env, seed=0, d_model=32, n_layer=1)
+    sft(model, env, n_demos=64, steps=40, seed=0)
+    return env, model
+
+
+def test_nonfinite_reward_leaves_parameters_unchanged(env_policy):
+    env, model = env_policy
+    before = [p.detach().clone() for p in model.parameters()]
+    tr = VSPOTrainer(model, reward=lambda t, r, c: torch.full((len(t),), float("nan")), batch_prompts=2, group_size=2)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        tr.fit(env, rollout_budget=4, eval_every=100)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# ----------------------------------------------------------------------------- VSPO sampling
+
+def test_task_value_prefers_uncertain_hard_prompts():
+    v = task_value(torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert v[0] == 0 and v[-1] == 0
+    assert v[1] > v[2] > v[3] > 0  # (1-p)^2 p: peak at p = 1/3
+    s = ValueBasedSampler(list(range(5)), ema=0.5)
+    s.update([0, 1, 2, 3, 4], torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 0.5], [0.0, 0.5]]))
+    assert s.estimate([2]).item() == 0.5
+    s.update([2], torch.tensor([[1.0, 1.0]]))
+    assert s.estimate([2]).item() == pytest.approx(0.75)  # EMA 0.5 * 0.5 + 0.5 * 1
+    assert s.refill(2, exclude=[]) == [4, 2]  # p = 0.25 (V .141), p = 0.75 (V .047); solved/hopeless never
+    assert s.refill(5, exclude=[4, 2])[:1] == [3]
+
+
+def _scripted_reward(env, solved):
+    """1 for every episode of a 'solved' question, 0 for unsolved ones, else by episode parity: zero groups."""
+    def f(texts, refs, calls):
+        return torch.tensor([1.0 if tuple(c) in solved else 0.0 for c in calls])
+    return f
+
+
+@pytest.mark.parametrize("mode", ["dapo", "vspo"])
+def test_refill_counts_rollouts_and_picks_by_value(env_policy, mode):
+    env, model = env_policy
+    pool = env.train_ids
+    calls = {0: 0}
+
+    def reward(texts, refs, cs):
+        calls[0] += 1
+        if calls[0] == 1:  # first batch: every group identical -> all zero-advantage
+            return torch.ones(len(texts))
+        return torch.tensor([float(i % 2) for i in range(len(texts))])  # refills: mixed groups
+
+    tr = VSPOTrainer(model, mode=mode, reward=reward, batch_prompts=3, group_size=2, refill_rounds=1, seed=0)
+    s = ValueBasedSampler(pool)
+    known = pool[:3]
+    s.update(known, torch.tensor([[0.5, 0.5], [0.9, 0.9], [0.1, 0.1]]))  # p = .5, .9, .1
+    g = torch.Generator().manual_seed(0)
+    parts, used, z0, _ = tr.collect(env, s, g)
+    assert z0 == 1.0 and used == 3 * 2 + 3 * 2  # refills counted
+    assert not parts[0][2].any() and parts[1][2].all()
+    if mode == "vspo":  # unseen prompts have prior p = .5 (V = .125): above p = .9 (.009), p = .1 (.081)
+        refilled = set(parts[1][0].prompt_ids)
+        assert not refilled & {known[1], known[2]}
+    tr2 = VSPOTrainer(model, mode="grpo", reward=lambda t, r, c: torch.ones(len(t)), batch_prompts=3, group_size=2)
+    parts2, used2, _, _ = tr2.collect(env, ValueBasedSampler(pool), torch.Generator().manual_seed(0))
+    assert used2 == 6 and len(parts2) == 1
+
+
+def test_policy_gradient_step_raises_logp_of_rewarded_episode(env_policy):
+    env, model = env_policy
+    import copy
+    m = copy.deepcopy(model)
+    tr = VSPOTrainer(m, mode="grpo", reward=lambda t, r, c: torch.tensor([1.0, 0.0] * (len(t) // 2)),
+                     batch_prompts=1, group_size=2, lr=1e-2)
+    g = torch.Generator().manual_seed(3)
+    parts, _, _, ro = tr.collect(env, ValueBasedSampler(env.train_ids), g)
+    with torch.no_grad():
+        lp0 = (token_logps(m, ro.seq) * ro.policy_mask).sum(1)
+    tr.step(parts, ValueBasedSampler(env.train_ids))
+    with torch.no_grad():
+        lp1 = (token_logps(m, ro.seq) * ro.policy_mask).sum(1)
+    if ro.texts[0] != ro.texts[1]:
+        assert (lp1[0] - lp0[0]) > (lp1[1] - lp0[1])
+
+
+def test_value_smoothing_uses_ema_baseline_in_the_update(env_policy):
+    """With value_smoothing=1 the baseline is the prompt's EMA (here 0), so both episodes of a group get
+    positive advantages (plain GRPO would give +-): the update must differ from plain GRPO's."""
+    env, model = env_policy
+    import copy
+    grads = {}
+    for vs in (None, 1.0):
+        m = copy.deepcopy(model)
+        tr = VSPOTrainer(m, mode="grpo", reward=lambda t, r, c: torch.tensor([1.0, 0.5] * (len(t) // 2)),
+                         batch_prompts=1, group_size=2, value_smoothing=vs, adv_clip=1.5, lr=1e-3)
+        s = ValueBasedSampler(env.train_ids)
+        parts, _, _, ro = tr.collect(env, s, torch.Generator().manual_seed(5))
+        s.p[ro.prompt_ids[0]] = 0.0
+        tr.opt = torch.optim.SGD(m.parameters(), lr=0.0)  # keep the weights, inspect the gradient
+        tr.step(parts, s)
+        grads[vs] = torch.cat([p.grad.reshape(-1) for p in m.parameters() if p.grad is not None])
+    a = grpo_advantages(torch.tensor([[1.0, 0.5]]), baseline=torch.tensor([0.0])).clamp(-1.5, 1.5)
+    assert a[0].tolist() == pytest.approx([1.5, 0.5 / math.sqrt(0.125) / 1.0001], rel=1e-3)
+    assert not torch.allclose(grads[None], grads[1.0])
+
+
+def test_registered_components():
+    assert callable(gk.create("prs"))
+    t = gk.create("vspo", torch.nn.Linear(2, 2), mode="dapo")
+    assert isinstance(t, VSPOTrainer) and t.mode == "dapo"
+
+
+def test_reduced_claim_vspo_fewer_zero_adv_groups_than_grpo():
+    """Reduced form of the reproduction's claim 3 on a small seeded run (two seeds)."""
+    out = {}
+    for mode in ("grpo", "vspo"):
+        zs = []
+        for seed in (0, 1):
+            env = ToolKB(n_entities=20, n_values=8, seed=seed)
+            m = make_policy(env, seed=seed, d_model=32, n_layer=1)
+            sft(m, env, n_demos=100, steps=60, seed=seed)
+            h = VSPOTrainer(m, mode=mode, reward=BinaryReward(), batch_prompts=8, group_size=4, seed=seed).fit(
+                env, rollout_budget=32 * 6, eval_every=10_000)
+            zs.append(sum(h["kept_zero_frac"]) / len(h["kept_zero_frac"]))
+        out[mode] = zs
+    assert all(g - v > 0.05 for g, v in zip(out["grpo"], out["vspo"])), out
