@@ -29,3 +29,9 @@ def gradkit_register_reproductions(register):
     register("vspo", "gradkit_vspo.reproduce:run",
              summary="PRS vs binary reward; GRPO vs DAPO vs VSPO at equal rollouts on a synthetic tool-calling KB task",
              paper=PAPER)
+
+
+@hookimpl
+def gradkit_register_benchmarks(register):
+    register("vspo", "gradkit_vspo.bench:run",
+             summary="GRPO loss/advantages vs trl 1.16 on identical inputs: parity and CPU-time ratio", paper=PAPER)
