@@ -1,0 +1,126 @@
+"""Parity with the reference `textgrad` 0.1.8: the same graph, driven by the same scripted engine, sends the same
+prompts (system prompt and text) to the engine and ends with the same updated values.
+
+Graphs are chosen so every variable receives one gradient: the reference keeps gradients in a ``set``, so with
+several the order of their texts in its prompts varies from run to run."""
+
+import hashlib
+import importlib.util
+import sys
+import types
+from collections import Counter
+
+import pytest
+
+if importlib.util.find_spec("textgrad") is None:
+    pytest.skip("the reference textgrad==0.1.8 is in the test extra", allow_module_level=True)
+if importlib.util.find_spec("litellm") is None:
+    # textgrad imports litellm at import time for an experimental engine this test never uses
+    sys.modules["litellm"] = types.SimpleNamespace(completion=None)
+
+import textgrad as ref  # noqa: E402
+from textgrad.autograd import StringBasedFunction as RefStringFn  # noqa: E402
+from textgrad.engine import EngineLM  # noqa: E402
+
+import gradkit_textgrad as ours  # noqa: E402
+from gradkit_textgrad import prompts as P  # noqa: E402
+
+
+def make_scripted():
+    """Replies depend only on (system prompt, prompt), so call order cannot matter."""
+    def tag(p, s):
+        return hashlib.sha1(f"{s}|{p}".encode()).hexdigest()[:8]
+
+    return ours.ScriptedEngine([
+        (lambda p, s: s is not None and "IMPROVED_VARIABLE" in s,
+         lambda p, s: f"Sure. <IMPROVED_VARIABLE> improved-{tag(p, s)} </IMPROVED_VARIABLE>"),
+        (lambda p, s: s is not None and s.startswith("You are part of an optimization system that improves a given"),
+         lambda p, s: f"feedback-{tag(p, s)}"),
+        (r".*", lambda p, s: f"reply-{tag(p, s)} to {p[:20]}"),
+    ])
+
+
+class RefEngine(EngineLM):
+    model_string = "scripted"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def generate(self, prompt, system_prompt=None, **kw):
+        return self.inner(prompt, system_prompt=system_prompt)
+
+    def __call__(self, prompt, system_prompt=None, **kw):
+        return self.generate(prompt, system_prompt=system_prompt)
+
+
+LONG_Q = ("A farmer has seventeen sheep and all but nine run away while the dog sleeps under the old oak tree near "
+          "the river; how many sheep are left?")
+
+
+def prompt_graph(lib, eng, make_var, llmcall, textloss, tgd, opt_kwargs):
+    system = make_var("You are a careful solver. Read the question twice, think about every number it mentions, "
+                      "check for trick wording, and then answer concisely with the final number only.", role_description="system prompt to the solver",
+                      requires_grad=True)
+    question = make_var(LONG_Q, role_description="question to the solver", requires_grad=False)
+    answer = llmcall(eng, system)(question)
+    loss = textloss("Evaluate the answer; is it correct and concise?", eng)(answer)
+    loss.backward(eng)
+    opt = tgd([system], eng, **opt_kwargs)
+    opt.step()
+    return system.value, answer.value
+
+
+def run_both(graph, opt_kwargs):
+    e1, e2 = make_scripted(), make_scripted()
+    ours_out = graph("ours", e1, lambda v, **k: ours.Variable(v, **k), ours.LLMCall, ours.TextLoss,
+                     lambda params, eng, **kw: ours.TGD(params, eng, **kw), opt_kwargs)
+    ref_out = graph("ref", RefEngine(e2), lambda v, **k: ref.Variable(v, **k), ref.autograd.LLMCall, ref.TextLoss,
+                    lambda params, eng, **kw: ref.TGD(parameters=params, engine=eng, **kw), opt_kwargs)
+    return e1.calls, e2.calls, ours_out, ref_out
+
+
+@pytest.mark.parametrize("opt_kwargs", [{}, {"constraints": ["Keep it under 20 words.", "Be polite."],
+                                             "in_context_examples": ["Answer: 9", "Answer: 4"]}])
+def test_prompt_optimization_graph_matches_reference(opt_kwargs):
+    ours_calls, ref_calls, ours_out, ref_out = run_both(prompt_graph, opt_kwargs)
+    assert len(ours_calls) == len(ref_calls) == 5      # forward, eval, 2 feedback, 1 update
+    assert Counter(ours_calls) == Counter(ref_calls), "engine calls (system prompt, text) differ from the reference"
+    assert ours_out == ref_out
+    assert any(s == P.BACKWARD_SYSTEM_PROMPT for s, _ in ours_calls)   # the chain ran through feedback
+    assert ours_out[0].startswith("improved-")
+
+
+def code_graph(lib, eng, make_var, llmcall, textloss, tgd, opt_kwargs):
+    fn_cls = ours.StringBasedFunction if lib == "ours" else RefStringFn
+    code = make_var("def add_one(x):\n    return x", role_description="python function to fix", requires_grad=True)
+    spec = make_var("add_one(1) == 2", role_description="unit test", requires_grad=False)
+
+    def run_tests(code, test):
+        return "all tests passed" if "x + 1" in code.value else f"FAILED: {test.value}"
+
+    result = fn_cls(run_tests, "Runs the unit test on the code")(inputs={"code": code, "test": spec})
+    loss = textloss("Read the test report and say what is wrong.", eng)(result)
+    loss.backward(eng)
+    tgd([code], eng, **opt_kwargs).step()
+    return code.value, result.value
+
+
+def test_string_function_graph_matches_reference():
+    e1, e2 = make_scripted(), make_scripted()
+    o = code_graph("ours", e1, lambda v, **k: ours.Variable(v, **k), ours.LLMCall, ours.TextLoss,
+                   lambda params, eng, **kw: ours.TGD(params, eng, **kw), {})
+    r = code_graph("ref", RefEngine(e2), lambda v, **k: ref.Variable(v, **k), ref.autograd.LLMCall, ref.TextLoss,
+                   lambda params, eng, **kw: ref.TGD(parameters=params, engine=eng, **kw), {})
+    assert len(e1.calls) == 4
+    assert Counter(e1.calls) == Counter(e2.calls)
+    assert o == r
+
+
+def test_prompt_texts_equal_the_reference_constants():
+    from textgrad.autograd import llm_backward_prompts as RB
+    from textgrad.optimizer import optimizer_prompts as RO
+    assert P.BACKWARD_SYSTEM_PROMPT == RB.BACKWARD_SYSTEM_PROMPT
+    assert P.OPTIMIZER_SYSTEM_PROMPT.format(start_tag="<A>", end_tag="</A>") == \
+        RO.OPTIMIZER_SYSTEM_PROMPT.format(new_variable_start_tag="<A>", new_variable_end_tag="</A>")
+    assert P.GRADIENT_TEMPLATE == RO.GRADIENT_TEMPLATE
+    assert P.REDUCE_MEAN_SYSTEM_PROMPT == ref.autograd.reduce_prompts.REDUCE_MEAN_SYSTEM_PROMPT
