@@ -202,7 +202,7 @@ def test_step_predictors_values():
     st = torch.randn(2, H)
     assert float(FixedStep(0.25)(st, [], None, None)) == 0.25
     ls = LearnedStep(init=-1.0 + 1.0, eps=1e-5)
-    assert float(ls(st, [], None, None)) == pytest.approx(1e-5)
+    assert float(ls(st, [], None, None).detach()) == pytest.approx(1e-5)
     mlp = MLPStep(H, window=3, layers=(6,))
     a = mlp(st, [torch.randn(2, H)], None, None)
     assert a.shape == (2, 1) and (a >= 0).all()
