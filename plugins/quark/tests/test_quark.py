@@ -306,3 +306,14 @@ def test_quick_reproduction_runs_and_decides_its_claims():
     claims = {c.text.split(":")[0]: c.passed for c in res.claims}
     assert claims["protocol"]
     assert res.claims[1].passed and res.claims[2].passed   # raw-sum domination, RFN balances the gradient
+
+
+def test_a_call_that_fails_after_updating_statistics_rolls_them_back():
+    agg = MultiObjectiveReward(OBJ3, normalizer="raw", weighting="tri-factor")
+    agg(torch.randn(4, 3, dtype=torch.float64))
+    before = agg.state_dict()
+    with pytest.raises(ValueError, match="non-finite"):
+        agg(torch.full((4, 3), 1e200, dtype=torch.float64))     # second moments overflow -> NaN weights
+    after = agg.state_dict()["weighting"]
+    assert all(torch.equal(v, after[k]) if isinstance(v, torch.Tensor) else v == after[k]
+               for k, v in before["weighting"].items())

@@ -22,6 +22,7 @@ the best value that objective can reach alone: correct 1, safety 0, format 1, ve
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Dict, List, Optional
 
 import torch
@@ -76,6 +77,7 @@ def make_aggregator(method: str, group_size: int) -> MultiObjectiveReward:
     raise ValueError(f"unknown method {method!r}")
 
 
+@lru_cache(maxsize=4)
 def reference_stats(n: int = 200_000, seed: int = 12345):
     """Mean and std of each objective under the uniform reference policy (the evaluation's yardstick)."""
     gen = torch.Generator().manual_seed(seed)
