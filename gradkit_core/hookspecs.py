@@ -171,7 +171,10 @@ def gradkit_register_envs(register):
     Contract: ``name`` is the gymnasium id (``gradkit/AntOmni-v0``); the target is
     the env class; the same id is registered with ``gymnasium.register`` using a
     string entry point, and the env passes
-    ``gymnasium.utils.env_checker.check_env``.
+    ``gymnasium.utils.env_checker.check_env``; a
+    non-finite (NaN/inf) entry in a ``Box`` action is a ``ValueError`` that leaves the
+    env unchanged (never NaN rewards, clipped or zeroed actions, or a silent physics
+    reset). Checked by :class:`gradkit_core.testing.envs.EnvConformance`.
     """
 
 
