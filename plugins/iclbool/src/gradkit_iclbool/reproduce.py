@@ -33,8 +33,8 @@ NEAR_OPTIMAL = 0.05
 CHANCE_BAND = 0.05
 
 CONFIGS = {
-    "quick": dict(n_dims=6, n_points=24, n_embd=32, n_layer=2, n_head=4, batch=64, lr=1e-3, n_prompts=512,
-                  steps={"conjunction": 300, "parity": 300, "teach_conjunction": 200}, seeds=2,
+    "quick": dict(n_dims=6, n_points=24, n_embd=32, n_layer=2, n_head=4, batch=64, lr=3e-3, warmup=50, n_prompts=512,
+                  steps={"conjunction": 600, "parity": 300, "teach_conjunction": 200}, seeds=2,
                   backbones={"conjunction": ["transformer", "lstm"], "parity": ["transformer"],
                              "teach_conjunction": ["transformer"]}),
     "default": dict(n_dims=8, n_points=32, n_embd=64, n_layer=2, n_head=4, batch=64, lr=1e-3, n_prompts=512,
@@ -62,7 +62,8 @@ def model_run(task: str, backbone: str, seed: int, cfg: Dict[str, Any]) -> Dict[
     n_layer = cfg["n_layer"]
     model = PromptModel(cfg["n_dims"], backbone, cfg["n_embd"], n_layer, cfg["n_head"], cfg["n_points"])
     hist = train_prompt_model(model, task, n_dims=cfg["n_dims"], n_points=cfg["n_points"],
-                              steps=cfg["steps"][task], batch_size=cfg["batch"], lr=cfg["lr"], seed=seed)
+                              steps=cfg["steps"][task], batch_size=cfg["batch"], lr=cfg["lr"], seed=seed,
+                              warmup=cfg.get("warmup", 100))
     curve = icl_accuracy_curve(model, task, n_dims=cfg["n_dims"], n_points=cfg["n_points"],
                                n_prompts=cfg["n_prompts"], seed=_eval_seed(seed))
     tail = hist["loss"][-max(1, len(hist["loss"]) // 10):]
