@@ -6,7 +6,9 @@ several the order of their texts in its prompts varies from run to run."""
 
 import hashlib
 import importlib.util
+import os
 import sys
+import tempfile
 import types
 from collections import Counter
 
@@ -18,6 +20,8 @@ if importlib.util.find_spec("litellm") is None:
     # textgrad imports litellm at import time for an experimental engine this test never uses
     sys.modules["litellm"] = types.SimpleNamespace(completion=None)
 
+# the reference writes a JSONL log under ./logs/ at import time unless told where
+os.environ.setdefault("TEXTGRAD_LOG_DIR", tempfile.mkdtemp(prefix="textgrad-logs-"))
 import textgrad as ref  # noqa: E402
 from textgrad.autograd import StringBasedFunction as RefStringFn  # noqa: E402
 from textgrad.engine import EngineLM  # noqa: E402
