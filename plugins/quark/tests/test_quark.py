@@ -302,7 +302,7 @@ def test_reduced_claims_rfn_balances_gradient_and_tri_factor_beats_raw_sum():
 def test_quick_reproduction_runs_and_decides_its_claims():
     from gradkit_quark.reproduce import run
     res = run(quick=True, progress=False)
-    assert len(res.rows) == 7 and len(res.claims) == 7
+    assert len(res.rows) == 7 and len(res.claims) == 9
     claims = {c.text.split(":")[0]: c.passed for c in res.claims}
     assert claims["protocol"]
     assert res.claims[1].passed and res.claims[2].passed   # raw-sum domination, RFN balances the gradient
