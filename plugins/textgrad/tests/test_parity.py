@@ -5,6 +5,7 @@ Graphs are chosen so every variable receives one gradient: the reference keeps g
 several the order of their texts in its prompts varies from run to run."""
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -16,9 +17,12 @@ import pytest
 
 if importlib.util.find_spec("textgrad") is None:
     pytest.skip("the reference textgrad==0.1.8 is in the test extra", allow_module_level=True)
-if importlib.util.find_spec("litellm") is None:
-    # textgrad imports litellm at import time for an experimental engine this test never uses
-    sys.modules["litellm"] = types.SimpleNamespace(completion=None)
+if "litellm" not in sys.modules and importlib.util.find_spec("litellm") is None:
+    # textgrad imports litellm at import time for an experimental engine never used here
+    stub = types.ModuleType("litellm")
+    stub.completion = None
+    stub.__spec__ = importlib.machinery.ModuleSpec("litellm", None)
+    sys.modules["litellm"] = stub
 
 # the reference writes a JSONL log under ./logs/ at import time unless told where
 os.environ.setdefault("TEXTGRAD_LOG_DIR", tempfile.mkdtemp(prefix="textgrad-logs-"))

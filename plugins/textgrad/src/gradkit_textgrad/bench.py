@@ -9,6 +9,7 @@ engine it does not use here, so a stand-in module is installed when ``litellm`` 
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import statistics
@@ -45,8 +46,12 @@ def _iteration(V, llmcall, textloss, tgd, tg_sum, eng, width):
 def _reference():
     if importlib.util.find_spec("textgrad") is None:
         return None
-    if importlib.util.find_spec("litellm") is None:
-        sys.modules.setdefault("litellm", types.SimpleNamespace(completion=None))
+    if "litellm" not in sys.modules and importlib.util.find_spec("litellm") is None:
+        # textgrad imports litellm at import time for an experimental engine never used here
+        stub = types.ModuleType("litellm")
+        stub.completion = None
+        stub.__spec__ = importlib.machinery.ModuleSpec("litellm", None)
+        sys.modules["litellm"] = stub
     os.environ.setdefault("TEXTGRAD_LOG_DIR", tempfile.mkdtemp(prefix="textgrad-logs-"))  # not ./logs/
     import textgrad as tg
     from textgrad.engine import EngineLM
