@@ -225,12 +225,12 @@ def test_ensemble_anchored_loss_trains_heads():
     ens = EnsembleVariance(H, V, num_members=3)
     h, y = torch.randn(16, H), torch.randint(0, V, (16,))
     opt = torch.optim.SGD(ens.parameters(), lr=0.5)
-    first = float(ens.anchored_loss(h, y))
+    first = float(ens.anchored_loss(h, y).detach())
     for _ in range(20):
         opt.zero_grad()
         ens.anchored_loss(h, y).backward()
         opt.step()
-    assert float(ens.anchored_loss(h, y)) < first - 0.1
+    assert float(ens.anchored_loss(h, y).detach()) < first - 0.1
 
 
 def test_eval_under_no_grad_still_recodes():
