@@ -2,7 +2,7 @@
 
 Environment: :class:`gradkit_vspo.env.ToolKB` (60 entities x 4 attributes, hidden KB, ``lookup`` tool,
 answer tags; 25% of the questions held out).  Policy: the support package's tiny GPT (2 layers, d=64)
-over the environment's word vocabulary, SFT'd on 200 noisy demonstrations (30% noise) — the SFT-only arm.
+over the environment's word vocabulary, SFT'd (400 Adam steps) on 200 noisy demonstrations (30% noise) — the SFT-only arm.
 RL: G=8, 16 prompts per iteration, Adam lr 1e-3, one gradient step per batch; every arm stops after the
 same number of episodes, refill rollouts included.  Held-out exact match (greedy) and format-valid rate
 are measured every ``eval_every`` episodes.
@@ -25,7 +25,8 @@ from typing import Any, Dict, List
 
 from gradkit_core.results import Result, run_many
 
-MARGIN_K = 1.0
+MARGIN_K = 2.0
+SFT_STEPS = 400
 ARMS = {"grpo+binary": ("grpo", "binary"), "grpo+prs": ("grpo", "prs"), "dapo+prs": ("dapo", "prs"),
         "vspo+prs": ("vspo", "prs")}
 CONFIGS = {
@@ -43,7 +44,7 @@ def run_arm(arm: str, seed: int, budget: int, eval_every: int) -> Dict[str, Any]
     from .trainer import VSPOTrainer
     env = ToolKB(seed=seed)
     model = make_policy(env, seed=seed)
-    sft(model, env, seed=seed)
+    sft(model, env, seed=seed, steps=SFT_STEPS)
     mode, rew = ARMS[arm]
     tr = VSPOTrainer(model, mode=mode, reward=prs() if rew == "prs" else binary(), seed=seed)
     return tr.fit(env, rollout_budget=budget, eval_every=eval_every)
