@@ -224,8 +224,11 @@ def gradkit_register_trainers(register):
 def gradkit_register_rewards(register):
     """Register reward functions / reward shaping (kind ``rewards``).
 
-    Contract: a callable mapping (batches of) samples to float rewards, with any
-    running normalisation state exposed as attributes.
+    Contract: a callable mapping (batches of) samples to one finite float reward per sample,
+    deterministic for the same inputs, with any running normalisation state exposed as
+    attributes and round-tripping through ``state_dict()`` / ``load_state_dict()``.  NaN/inf
+    rewards and empty batches are clear errors that leave the state as it was.
+    :class:`gradkit_core.testing.rewards.RewardConformance` checks it.
     """
 
 
