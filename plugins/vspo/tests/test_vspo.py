@@ -288,3 +288,15 @@ def test_reduced_claim_vspo_fewer_zero_adv_groups_than_grpo():
             zs.append(sum(h["kept_zero_frac"]) / len(h["kept_zero_frac"]))
         out[mode] = zs
     assert all(g - v > 0.05 for g, v in zip(out["grpo"], out["vspo"])), out
+
+
+def test_reproduction_runs_end_to_end_small(monkeypatch):
+    """The reproduction's wiring on a tiny budget: every arm, curves, the five claims, no save."""
+    from gradkit_vspo import reproduce
+    monkeypatch.setattr(reproduce, "SFT_STEPS", 10)
+    monkeypatch.setitem(reproduce.CONFIGS, "quick", dict(seeds=2, budget=128, eval_every=128))
+    res = reproduce.run(quick=True, progress=False)
+    assert [r["arm"] for r in res.rows] == list(reproduce.ARMS)
+    assert len(res.claims) == 5 and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
+    z = {r["arm"]: r["zero_adv_frac_trained"] for r in res.rows}
+    assert z["vspo+prs"] <= z["grpo+prs"]
