@@ -278,6 +278,7 @@ class Context:
             if not isinstance(v, torch.Tensor):
                 v = torch.as_tensor(v, dtype=params[0].dtype)
             lp = prim.log_prob(v, *params)
+            scope.setdefault("w_list", []).append(lp)
             scope["weight"] = scope["weight"] + lp
             scope["choices"][name] = v
             scope.setdefault("lps", {})[name] = lp
@@ -296,7 +297,8 @@ class Context:
         self.sites.append(_Site(prim, params, v, name, fresh))
         if scope is not None:
             lp = d.log_prob(v)
-            scope["logp"] = scope["logp"] + lp
+            scope.setdefault("lp_list", []).append(lp)
+            scope["logp"] = scope["logp"] + lp if _bcast(scope["logp"], lp) else scope["logp"]
             if name is not None:
                 scope["choices"][name] = v
                 scope.setdefault("lps", {})[name] = lp
@@ -331,6 +333,24 @@ class Context:
         if missing:
             raise ValueError(f"generate: constrained names {sorted(missing)} were never sampled by the program")
         return ret, scope["choices"], scope["weight"]
+
+
+def _bcast(a, b) -> bool:
+    if not isinstance(a, torch.Tensor):
+        return True
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+        return True
+    except RuntimeError:
+        return False
+
+
+def reduce_logps(lps, shape, what: str = "log density") -> torch.Tensor:
+    """Sum site log-densities, each reduced to the particle shape ``shape`` (event dims summed)."""
+    total = torch.zeros(shape)
+    for lp in lps:
+        total = total + _sum_to(lp, shape, what)
+    return total
 
 
 def _sum_to(x: torch.Tensor, shape: torch.Size, what: str) -> torch.Tensor:

@@ -26,15 +26,9 @@ from typing import Any, Callable, Dict, Sequence
 
 import torch
 
-from .adev import Context
+from .adev import Context, reduce_logps
 
 __all__ = ["Marginal", "marginal", "elbo", "iwae", "hvi", "iwhvi", "diwhvi", "q_wake", "p_wake"]
-
-
-def _sum_lp(lp, choices) -> torch.Tensor:
-    if not isinstance(lp, torch.Tensor):
-        raise ValueError("the guide sampled no site: a guide must sample its latent choices through ctx")
-    return lp
 
 
 class Marginal:
@@ -52,25 +46,50 @@ class Marginal:
         self.program, self.keep, self.n = program, list(keep), n
 
     def sample(self, ctx: Context, *params):
-        ctx._scopes.append({"constraints": {}, "choices": {}, "logp": 0.0, "weight": 0.0, "lps": {}})
-        try:
-            self.program(ctx, *params)
-        finally:
-            scope = ctx._scopes.pop()
+        scope = _scoped(ctx, self.program, {}, params)
         missing = [k for k in self.keep if k not in scope["choices"]]
         if missing:
             raise ValueError(f"marginal: kept names {missing} were never sampled by the program")
         kept = {k: scope["choices"][k] for k in self.keep}
-        logw = [sum(scope["lps"][k] for k in self.keep)]  # log q(z | u_true)
+        parts = [[scope["lps"][k] for k in self.keep]]  # log q(z | u_true)
         for _ in range(self.n - 1):
-            _, _, w = ctx.generate(self.program, kept, *params)
-            logw.append(w)
-        lw = torch.stack(torch.broadcast_tensors(*logw))
-        return kept, torch.logsumexp(lw, 0) - math.log(self.n)
+            parts.append(_scoped(ctx, self.program, kept, params)["w_list"])  # log q(z | u_i), u_i ~ q(u)
+        n = self.n
+
+        def logq_hat(shape):
+            lw = torch.stack([reduce_logps(p, shape) for p in parts])
+            return torch.logsumexp(lw, 0) - math.log(n)
+
+        return kept, _Lazy(logq_hat)
 
 
 def marginal(program: Callable, keep: Sequence[str], n: int = 1) -> Marginal:
     return Marginal(program, keep, n)
+
+
+def _scoped(ctx: Context, program, constraints, params):
+    ctx._scopes.append({"constraints": dict(constraints), "choices": {}, "logp": 0.0, "weight": 0.0, "lps": {},
+                        "lp_list": [], "w_list": []})
+    try:
+        program(ctx, *params)
+    finally:
+        scope = ctx._scopes.pop()
+    missing = set(constraints) - set(scope["choices"])
+    if missing:
+        raise ValueError(f"constrained names {sorted(missing)} were never sampled by the program")
+    return scope
+
+
+class _Lazy:
+    """Log density of a guide draw, summed to the model's particle shape when that is known."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def to(self, shape):
+        if callable(self.parts):
+            return self.parts(shape)
+        return reduce_logps(self.parts, shape)
 
 
 def _guide(ctx: Context, guide, params):
@@ -78,10 +97,15 @@ def _guide(ctx: Context, guide, params):
         return guide.sample(ctx, *params)
     if not callable(guide):
         raise TypeError(f"guide must be a program or a marginal(...), got {type(guide).__name__}")
-    _, choices, logq = ctx.simulate(guide, *params)
-    if not choices:
+    scope = _scoped(ctx, guide, {}, params)
+    if not scope["choices"]:
         raise ValueError("the guide sampled no named site: name its latent choices (ctx.sample(..., name=...))")
-    return choices, _sum_lp(logq, choices)
+    return scope["choices"], _Lazy(scope["lp_list"])
+
+
+def _lw(model_logpdf, z, logq):
+    lp = _logp(model_logpdf, z)
+    return lp - (logq.to(lp.shape) if isinstance(logq, _Lazy) else logq)
 
 
 def _check_model(model_logpdf):
@@ -101,7 +125,7 @@ def elbo(model_logpdf: Callable, guide) -> Callable:
 
     def program(ctx, *params):
         z, logq = _guide(ctx, guide, params)
-        return _logp(model_logpdf, z) - logq
+        return _lw(model_logpdf, z, logq)
 
     return program
 
@@ -115,7 +139,7 @@ def iwae(model_logpdf: Callable, guide, K: int) -> Callable:
         lw = []
         for _ in range(K):
             z, logq = _guide(ctx, guide, params)
-            lw.append(_logp(model_logpdf, z) - logq)
+            lw.append(_lw(model_logpdf, z, logq))
         lw = torch.stack(torch.broadcast_tensors(*lw))
         return torch.logsumexp(lw, 0) - math.log(K)
 
@@ -147,7 +171,7 @@ def _sir(ctx, model_logpdf, guide, params, N):
         z, logq = _guide(ctx, guide, dparams)
         z = {k: v.detach() for k, v in z.items()}
         zs.append(z)
-        lws.append((_logp(model_logpdf, z) - logq).detach())
+        lws.append(_lw(model_logpdf, z, logq).detach())
     wbar = torch.softmax(torch.stack(torch.broadcast_tensors(*lws)), 0)
     return zs, wbar
 
@@ -159,9 +183,10 @@ def q_wake(model_logpdf: Callable, guide: Callable, N: int) -> Callable:
     def program(ctx, *params):
         zs, wbar = _sir(ctx, model_logpdf, guide, params, N)
         total = 0.0
+        shape = wbar.shape[1:]
         for i, z in enumerate(zs):
-            _, _, lq = ctx.generate(guide, z, *params)
-            total = total + wbar[i] * lq
+            scope = _scoped(ctx, guide, z, params)
+            total = total + wbar[i] * reduce_logps(scope["w_list"], shape)
         return total
 
     return program
