@@ -11,6 +11,7 @@ from gradkit_vspo.grpo import clipped_pg_loss, grpo_advantages, task_value, zero
 from gradkit_vspo.rewards import (BinaryReward, ProgressiveRewardShaper, extract_answer, length_aware_bleu,
                                   parse_calls)
 from gradkit_vspo.trainer import ValueBasedSampler, VSPOTrainer
+from gradkit_core.testing.rewards import RewardConformance
 
 GOOD = "<call> lookup e1 color </call> <result> v3 </result> <answer> v3 </answer>"
 
@@ -300,3 +301,37 @@ def test_reproduction_runs_end_to_end_small(monkeypatch):
     assert len(res.claims) == 5 and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
     z = {r["arm"]: r["zero_adv_frac_trained"] for r in res.rows}
     assert z["vspo+prs"] <= z["grpo+prs"]
+
+
+_SAMPLES = [[(GOOD, "v3", ("e1", "color")), ("<call> lookup e1 </call>", "v3"), ("no tags", "v3")],
+            [{"text": GOOD.replace("v3 </answer>", "v3 v4 </answer>"), "ref": "v3", "call": ("e1", "color")}]]
+_BAD = [[], [("<answer> v3 </answer>", " ")], [(7, "v3")], [("a", "b", None, 1)], "not a batch"]
+
+
+class TestPRSConformance(RewardConformance):
+    component = "prs"
+    component_kwargs = {}
+
+    def example_batches(self):
+        return _SAMPLES
+
+    def bad_batches(self):
+        return _BAD
+
+
+class TestBinaryConformance(RewardConformance):
+    component = "binary"
+    component_kwargs = {}
+
+    def example_batches(self):
+        return _SAMPLES
+
+    def bad_batches(self):
+        return [[], [(7, "v3")], [("<answer> v3 </answer>", "")], "not a batch"]
+
+
+def test_single_argument_batch_matches_three_argument_call():
+    prs = ProgressiveRewardShaper()
+    a = prs([s[0] for s in _SAMPLES[0]], [s[1] for s in _SAMPLES[0]], [s[2] if len(s) == 3 else None for s in _SAMPLES[0]])
+    assert torch.equal(a, prs(_SAMPLES[0]))
+    assert a.tolist() == pytest.approx([1.0, 0.2 / 3, 0.0])

@@ -172,6 +172,8 @@ class ProgressiveRewardShaper:
     def score(self, text: str, ref: str, expected_call=None) -> Tuple[float, Dict[str, float]]:
         _check_text("text", text)
         _check_text("ref", ref)
+        if not ref.strip():
+            raise ValueError("reference answer is empty; every sample needs a non-empty reference")
         if self.on_missing == "raise":
             extract_answer(text)
         total, breakdown = 0.0, {}
@@ -185,7 +187,8 @@ class ProgressiveRewardShaper:
                 break
         return total, breakdown
 
-    def __call__(self, texts: Sequence[str], refs: Sequence[str], expected_calls=None) -> torch.Tensor:
+    def __call__(self, texts, refs: Optional[Sequence[str]] = None, expected_calls=None) -> torch.Tensor:
+        """``reward(texts, refs, expected_calls)`` or ``reward(batch)`` with samples ``(text, ref[, call])``."""
         return _batch(self.score, texts, refs, expected_calls)
 
 
@@ -201,6 +204,8 @@ class BinaryReward:
     def score(self, text: str, ref: str, expected_call=None) -> Tuple[float, Dict[str, float]]:
         _check_text("text", text)
         _check_text("ref", ref)
+        if not ref.strip():
+            raise ValueError("reference answer is empty; every sample needs a non-empty reference")
         try:
             ans = extract_answer(text)
         except ValueError:
@@ -210,11 +215,35 @@ class BinaryReward:
         em = float(ans.split() == ref.split())
         return em, {"em": em}
 
-    def __call__(self, texts: Sequence[str], refs: Sequence[str], expected_calls=None) -> torch.Tensor:
+    def __call__(self, texts, refs: Optional[Sequence[str]] = None, expected_calls=None) -> torch.Tensor:
+        """``reward(texts, refs, expected_calls)`` or ``reward(batch)`` with samples ``(text, ref[, call])``."""
         return _batch(self.score, texts, refs, expected_calls)
 
 
+def _unpack(batch):
+    """A single-argument batch (the rewards contract): samples ``(text, ref)``, ``(text, ref, call)`` or
+    dicts with keys ``text``, ``ref`` and optionally ``call``."""
+    if isinstance(batch, str) or not isinstance(batch, (list, tuple)):
+        raise TypeError(f"a reward batch must be a list of (text, ref[, call]) samples, got {type(batch).__name__}")
+    texts, refs, calls = [], [], []
+    for s in batch:
+        if isinstance(s, dict):
+            if "text" not in s or "ref" not in s:
+                raise ValueError(f"a sample dict needs keys 'text' and 'ref', got {sorted(s)}")
+            s = (s["text"], s["ref"], s.get("call"))
+        if not isinstance(s, (list, tuple)) or len(s) not in (2, 3):
+            raise TypeError(f"a sample must be (text, ref) or (text, ref, call), got {s!r}")
+        texts.append(s[0])
+        refs.append(s[1])
+        calls.append(s[2] if len(s) == 3 else None)
+    return texts, refs, calls
+
+
 def _batch(score, texts, refs, expected_calls) -> torch.Tensor:
+    if refs is None:
+        if expected_calls is not None:
+            raise TypeError("expected_calls given without refs")
+        texts, refs, expected_calls = _unpack(texts)
     if isinstance(texts, str) or isinstance(refs, str):
         raise TypeError("texts and refs must be sequences of strings, not a single string")
     texts, refs = list(texts), list(refs)
