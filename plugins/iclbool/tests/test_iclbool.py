@@ -49,7 +49,7 @@ def _logical(name, w, x):
     """Reference labels from the logical definitions (not the arithmetic in tasks.py)."""
     lits = [(i, wi > 0) for i, wi in enumerate(w) if wi != 0]
     true = lambda i, pos: (x[i] == 1) == pos
-    if name in ("conjunction", "teach_conjunction", "teach_biconjunction"):
+    if name in ("conjunction", "mono_conjunction", "teach_conjunction", "teach_biconjunction"):
         return all(true(i, p) for i, p in lits)
     if name in ("disjunction", "sparse_disjunction"):
         return any(true(i, p) for i, p in lits)
@@ -61,7 +61,8 @@ def _logical(name, w, x):
 
 
 @pytest.mark.parametrize("name", ["conjunction", "disjunction", "sparse_disjunction", "parity", "sparse_parity",
-                                  "majority", "int_halfspace", "teach_conjunction", "teach_biconjunction"])
+                                  "majority", "int_halfspace", "mono_conjunction", "teach_conjunction",
+                                  "teach_biconjunction"])
 def test_labels_match_logical_definition_on_every_input(name):
     n = 5
     t = make_task(name, n, 12, seed=3)
@@ -93,6 +94,8 @@ def test_forced_positives_and_negatives():
     assert pos > 0.3 and none < pos - 0.2  # without forcing, labels are mostly -1
     assert (make_task("conjunction", n, 8, seed=0, p_forced=1.0).sample(m)[1] == 1).all()
     assert (make_task("disjunction", n, 8, seed=0, p_forced=1.0).sample(m)[1] == -1).all()
+    mono = make_task("mono_conjunction", n, 50, seed=0)
+    assert (mono.w >= 0).all() and mono.w.sum() > 0  # monotone, not empty
     sp = make_task("sparse_disjunction", n, 50, seed=0)
     assert (sp.w.sum(1) == 4).all()
     assert (make_task("sparse_parity", n, 50, seed=0).w.sum(1) == 2).all()

@@ -40,6 +40,6 @@ def gradkit_register_reproductions(register):
 @hookimpl
 def gradkit_register_benchmarks(register):
     register("iclbool", "gradkit_iclbool.bench:run",
-             summary="the Boolean task suite (11 classes) against every baseline and optimal learner, "
+             summary="the Boolean task suite (12 classes, incl. a no-teaching control) against every baseline and optimal learner, "
                      "and prompt-model step time as ratios",
              paper=PAPER)

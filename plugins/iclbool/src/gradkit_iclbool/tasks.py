@@ -18,6 +18,7 @@ both.  Definitions follow the paper's code (``satwik77/incontext-bool``, ``src/b
 * DNF / CNF: three terms (clauses) of the conjunction (disjunction) kind with ``w`` probabilities
   (0.8, 0.1, 0.1); ``y`` = OR of terms (AND of clauses); per prompt one term (clause) is chosen and
   each point is forced to satisfy it (falsify it) with probability 0.35 (0.3).
+* mono-conjunction (control, not in the paper's list): teach-conjunction's class without the prefix.
 * teach-conjunction: monotone conjunction (``w in {0, 1}^n``, P(1) = 0.3), forced positives 0.4,
   prompt starts with a teaching sequence of ``k + 1`` points (``k = |w|``): the positive point with
   the literals on and everything else off, then one negative per literal with that literal off.
@@ -281,6 +282,17 @@ class CNF(DNF):
         return _sign(torch.stack([torch.sign(v) for v in self._terms(xs)], 0).min(0).values)
 
 
+class MonoConjunction(Conjunction):
+    """Monotone conjunctions drawn like teach-conjunction's (P(literal) = 0.3, forced positives 0.4), with no
+    teaching prefix: the control that separates the teaching sequence from the easier class."""
+
+    name = "mono_conjunction"
+
+    def __init__(self, n_dims: int, batch_size: int, seed: int = 0, p_forced: float = 0.4, p_literal: float = 0.3):
+        p = _check_prob("p_literal", p_literal)
+        super().__init__(n_dims, batch_size, seed, p_forced=p_forced, literal_probs=(1.0 - p, p, 0.0))
+
+
 class TeachConjunction(Conjunction):
     """Monotone conjunctions whose prompts start with a teaching sequence of ``k + 1`` points."""
 
@@ -348,7 +360,7 @@ class TeachBiConjunction(TeachConjunction):
 TASKS: Dict[str, Type[Task]] = {
     cls.name: cls
     for cls in (Conjunction, Disjunction, SparseDisjunction, Parity, SparseParity, Majority, IntHalfspace, DNF, CNF,
-                TeachConjunction, TeachBiConjunction)
+                TeachConjunction, TeachBiConjunction, MonoConjunction)
 }
 
 
