@@ -244,3 +244,43 @@ def test_anonymizer_bad_input():
     an = IdentityDecoupledAnonymizer(vae, oracles=ens)
     with pytest.raises(RuntimeError, match="fit"):
         an.anonymize(_faces(2))
+
+
+def _tiny_pipeline(w_priv, tau, mi="club", seed=0):
+    d = make_faces(8, 8, seed=seed)
+    x = torch.as_tensor(d.images)
+    torch.manual_seed(0)
+    vae = DisentangledFaceVAE(id_dim=4, attr_channels=2, width=4, oracle_dim=8)
+    ens = OracleEnsemble(_oracles(2), [tau, tau])
+    an = IdentityDecoupledAnonymizer(vae, oracles=ens, mi=mi, epochs=1, batch_size=16, hinge_steps=3, w_priv=w_priv,
+                                     n_components=2, lam_ind=0.1, seed=seed)
+    enc_before = None
+
+    def snap():
+        return {k: v.clone() for k, v in vae.state_dict().items()}
+
+    hs = an.hinge_steps
+    an.hinge_steps = 0
+    an.fit(x)
+    enc_before = snap()
+    an.hinge_steps = hs
+    an._hinge_finetune(x, torch.Generator().manual_seed(1))
+    return an, x, enc_before, snap()
+
+
+def test_pipeline_hinge_finetune_touches_only_the_generator_and_halts_below_thresholds():
+    an, x, before, after = _tiny_pipeline(w_priv=50.0, tau=1.0)
+    enc = [k for k in before if k.startswith(("enc.", "id_head", "attr_head"))]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("dec."))
+    assert all(h["hinge"] == 0.0 for h in an.history["hinge"])
+    # every oracle below its threshold (tau = 1): the hinge contributes nothing, same as w_priv = 0
+    _, _, _, after0 = _tiny_pipeline(w_priv=0.0, tau=1.0)
+    assert all(torch.equal(after[k], after0[k]) for k in after)
+    # thresholds that every pair exceeds: the hinge moves the generator
+    _, _, _, after_hi = _tiny_pipeline(w_priv=50.0, tau=-1.0)
+    assert any(not torch.equal(after[k], after_hi[k]) for k in after if k.startswith("dec."))
+    xa = an.anonymize(x[:5], generator=0)
+    assert xa.shape == (5, 1, 32, 32) and torch.isfinite(xa).all()
+    assert torch.equal(xa, an.anonymize(x[:5], generator=0))
+    assert not torch.allclose(xa, an.model(x[:5]))

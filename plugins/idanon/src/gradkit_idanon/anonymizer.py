@@ -110,7 +110,7 @@ class IdentityDecoupledAnonymizer:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            self.history["hinge"].append({"rec": float(rec), "hinge": float(hinge), "cyc": float(cyc)})
+            self.history["hinge"].append({"rec": float(rec.detach()), "hinge": float(hinge.detach()), "cyc": float(cyc.detach())})
         m.eval()
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ Protocol (every run, per seed):
 
 from __future__ import annotations
 
+import copy
 import statistics
 from typing import Any, Dict, List
 
@@ -46,7 +47,7 @@ CONTINUOUS = [i for i, a in enumerate(ATTRIBUTES) if a != "glasses"]
 METHODS = ["original", "blur2", "blur4", "pixelate", "mask", "swap-no-sampler", "ours-no-hinge", "ours-no-mi", "ours"]
 
 
-def _regressor(x, y, seed, epochs=15):
+def _regressor(x, y, seed, epochs=30):
     torch.manual_seed(seed)
     net = nn.Sequential(FaceEmbedder(width=12, dim=32).net, nn.ReLU(), nn.Linear(32, y.shape[1]))
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -113,10 +114,15 @@ def run_one(*, seed: int, setting: str) -> Dict[str, Any]:
     full = make(1.0)
     full.hinge_steps = 0
     full.fit(train_x)
-    outs["ours-no-hinge"] = full.anonymize(pr, generator=seed)
-    recon_full = full.model(pr).detach()
-    full.hinge_steps = CONFIGS[setting]["hinge_steps"]
+    pre = copy.deepcopy(full.model.state_dict())
+    # ablation without the hinge: the same fine-tuning (reconstruction + attribute cycle), w_priv = 0
+    full.hinge_steps, full.w_priv = cfg["hinge_steps"], 0.0
     full._hinge_finetune(train_x, torch.Generator().manual_seed(seed + 1))
+    outs["ours-no-hinge"] = full.anonymize(pr, generator=seed)
+    full.model.load_state_dict(pre)
+    full.w_priv = 50.0
+    full._hinge_finetune(train_x, torch.Generator().manual_seed(seed + 1))
+    recon_full = full.model(pr).detach()
     outs["ours"] = full.anonymize(pr, generator=seed)
     outs["swap-no-sampler"] = full.anonymize(pr, generator=seed, use_sampler=False)
     nomi = make(0.0).fit(train_x)
