@@ -132,3 +132,27 @@ def test_prompt_texts_equal_the_reference_constants():
         RO.OPTIMIZER_SYSTEM_PROMPT.format(new_variable_start_tag="<A>", new_variable_end_tag="</A>")
     assert P.GRADIENT_TEMPLATE == RO.GRADIENT_TEMPLATE
     assert P.REDUCE_MEAN_SYSTEM_PROMPT == ref.autograd.reduce_prompts.REDUCE_MEAN_SYSTEM_PROMPT
+
+
+def test_multi_field_evaluation_matches_reference():
+    from textgrad.loss import MultiFieldEvaluation as RefMFE
+
+    def graph(V, mfe, tgd, eng):
+        instr = V("Compare the prediction with the correct answer.", role_description="evaluation instruction",
+                  requires_grad=False)
+        pred = V("The answer is 32.", role_description="x", requires_grad=True)
+        gold = V("42", role_description="y", requires_grad=False)
+        loss = mfe(instr, ["prediction to evaluate", "correct answer"], eng)([pred, gold])
+        loss.backward(eng)
+        tgd([pred], eng).step()
+        return pred.value, pred.role_description, loss.value
+
+    e1, e2 = make_scripted(), make_scripted()
+    o = graph(lambda v, **k: ours.Variable(v, **k),
+              lambda i, r, e: ours.MultiFieldEvaluation(i, r, e), lambda ps, e: ours.TGD(ps, e), e1)
+    r = graph(lambda v, **k: ref.Variable(v, **k),
+              lambda i, r, e: RefMFE(i, r, engine=e), lambda ps, e: ref.TGD(parameters=ps, engine=e), RefEngine(e2))
+    assert len(e1.calls) == 3 and Counter(e1.calls) == Counter(e2.calls)
+    assert o == r and o[1] == "prediction to evaluate"
+    assert e1.calls[0][1] == ("Compare the prediction with the correct answer.\n**prediction to evaluate**: "
+                              "The answer is 32.\n**correct answer**: 42")

@@ -5,7 +5,8 @@ import re
 import pytest
 
 from gradkit_textgrad import (LLMCall, MissingTagsError, ScriptedEngine, StringBasedFunction, TextLoss, TGD,
-                              Variable, aggregate, backward_engine, tg_sum, CachedEngine, FormattedLLMCall)
+                              Variable, aggregate, backward_engine, tg_sum, CachedEngine, FormattedLLMCall,
+                              MultiFieldEvaluation)
 from gradkit_textgrad import prompts as P
 
 
@@ -248,6 +249,10 @@ def test_short_value_in_prompts_and_full_value_option():
     (lambda: StringBasedFunction(lambda **k: 3, "p")({"a": Variable("x", role_description="r")}), TypeError),
     (lambda: ScriptedEngine([("a", "b")])("zzz"), ValueError),
     (lambda: ScriptedEngine([("a", "b")])(""), ValueError),
+    (lambda: MultiFieldEvaluation(Variable("i", role_description="r", requires_grad=False), ["a", "a"],
+                                  feedback_engine()), ValueError),
+    (lambda: MultiFieldEvaluation(Variable("i", role_description="r", requires_grad=False), ["a", "b"],
+                                  feedback_engine())([Variable("x", role_description="r")]), ValueError),
 ])
 def test_bad_input_is_a_clear_error(make, exc):
     with pytest.raises(exc):

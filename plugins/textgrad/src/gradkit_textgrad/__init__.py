@@ -15,7 +15,7 @@ PAPER = dict(title='TextGrad: Automatic "Differentiation" via Text', arxiv="2406
 _EXPORTS = {
     "Variable": "variable", "Gradient": "variable", "backward_engine": "variable",
     "LLMCall": "functions", "FormattedLLMCall": "functions", "StringBasedFunction": "functions",
-    "TextLoss": "functions", "tg_sum": "functions", "aggregate": "functions",
+    "TextLoss": "functions", "tg_sum": "functions", "aggregate": "functions", "MultiFieldEvaluation": "functions",
     "TGD": "optim", "MissingTagsError": "optim",
     "Engine": "engines", "EngineError": "engines", "ScriptedEngine": "engines", "CachedEngine": "engines",
     "OpenAICompatibleEngine": "engines", "TransformersEngine": "engines",

@@ -221,3 +221,35 @@ class TextLoss:
 
     def __call__(self, response: Variable) -> Variable:
         return self.llm_call(response)
+
+
+class MultiFieldEvaluation(LLMCall):
+    """An evaluation of several fields at once (e.g. a prediction and the correct answer): the prompt is the
+    instruction's value followed by one ``**<role>**: <value>`` line per input.  As in the reference, each input
+    takes the role given here (its ``role_description`` is set), so the feedback names it by that role."""
+
+    def __init__(self, evaluation_instruction: Variable, role_descriptions, engine,
+                 system_prompt: Variable | None = None):
+        if not isinstance(evaluation_instruction, Variable):
+            raise TypeError("evaluation_instruction must be a Variable")
+        roles = list(role_descriptions)
+        if not roles or not all(isinstance(r, str) and r.strip() for r in roles) or len(set(roles)) != len(roles):
+            raise ValueError(f"role_descriptions must be distinct non-empty strings, got {roles!r}")
+        if system_prompt is None:
+            system_prompt = Variable("You are an evaluation system that compares two variables.",
+                                     role_description=P.EVAL_SYSTEM_PROMPT_ROLE, requires_grad=False)
+        super().__init__(engine, system_prompt)
+        self.evaluation_instruction, self.roles = evaluation_instruction, roles
+
+    def __call__(self, inputs, response_role_description: str = "evaluation of the a prediction") -> Variable:
+        return self.forward(inputs, response_role_description)
+
+    def _inputs(self, inputs):
+        inputs = list(inputs)
+        if len(inputs) != len(self.roles) or not all(isinstance(v, Variable) for v in inputs):
+            raise ValueError(f"expected {len(self.roles)} Variables for roles {self.roles}, got {len(inputs)} inputs")
+        for role, v in zip(self.roles, inputs):
+            v.role_description = role
+        prompt = self.evaluation_instruction.value + "".join(
+            f"\n**{role}**: {v.value}" for role, v in zip(self.roles, inputs))
+        return prompt, [self.evaluation_instruction, *inputs]
