@@ -407,5 +407,10 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="never sampled"):
         A.expectation(O.hvi(_gauss_model, lambda ctx: ctx.sample(A.normal_reparam, 0.0, 1.0, name="z"),
                             ["w"])).estimate()
+    # NaN model parameters surface as a clear error, not a NaN gradient
+    with pytest.raises(ValueError, match="NaN"):
+        bad = torch.tensor(float("nan"))
+        A.expectation(O.elbo(lambda ch: -(ch["z"] - bad) ** 2,
+                             lambda ctx: ctx.sample(A.normal_reparam, 0.0, 1.0, name="z"))).surrogate()
     with pytest.raises(TypeError, match="baseline"):
         A.baseline(A.flip_mvd, 0.0)

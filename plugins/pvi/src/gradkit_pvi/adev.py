@@ -387,6 +387,8 @@ class Expectation:
                 raise TypeError(f"a program must return a tensor (its value), got {type(r).__name__}")
         if not torch.is_floating_point(r):
             raise TypeError(f"a program must return a floating tensor, got dtype {r.dtype}")
+        if torch.isnan(r.detach()).any():
+            raise ValueError("the program's value is NaN (check the model / guide parameters and log-densities)")
         return ctx, r
 
     def _path(self, args, prefix=(), forced=None, start: int = 0):
