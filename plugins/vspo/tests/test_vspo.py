@@ -295,10 +295,10 @@ def test_reproduction_runs_end_to_end_small(monkeypatch):
     """The reproduction's wiring on a tiny budget: every arm, curves, the five claims, no save."""
     from gradkit_vspo import reproduce
     monkeypatch.setattr(reproduce, "SFT_STEPS", 10)
-    monkeypatch.setitem(reproduce.CONFIGS, "quick", dict(seeds=2, budget=128, eval_every=128))
+    monkeypatch.setitem(reproduce.CONFIGS, "quick", dict(seeds=2, budget=128, eval_every=128, lrs=[1e-3]))
     res = reproduce.run(quick=True, progress=False)
     assert [r["arm"] for r in res.rows] == list(reproduce.ARMS)
-    assert len(res.claims) == 5 and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
+    assert len(res.claims) == 6 and not res.claims[0].passed and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
     z = {r["arm"]: r["zero_adv_frac_trained"] for r in res.rows}
     assert z["vspo+prs"] <= z["grpo+prs"]
 
