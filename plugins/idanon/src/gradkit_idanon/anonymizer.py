@@ -29,7 +29,7 @@ from .vae import DisentangledFaceVAE
 
 class IdentityDecoupledAnonymizer:
     def __init__(self, model: DisentangledFaceVAE, *, oracles: OracleEnsemble, beta_id: float = 1e-3,
-                 beta_attr: float = 1e-2, lam_mi: float = 1.0, lam_ind: float = 1.0, lam_id: float = 20.0,
+                 beta_attr: float = 0.05, lam_mi: float = 100.0, lam_ind: float = 1.0, lam_id: float = 20.0,
                  mi: str = "hsic", w_priv: float = 50.0, lam_cyc: float = 1.0, epochs: int = 10,
                  hinge_steps: int = 150, lr: float = 2e-3, batch_size: int = 64, max_cos: float = 0.0,
                  density_quantile: float = 0.05, n_components: int = 8, max_tries: int = 100, seed: int = 0):

@@ -44,18 +44,22 @@ CONFIGS = {
 ORACLE_WIDTHS = (8, 16, 24)
 HELDOUT_WIDTH = 12
 CONTINUOUS = [i for i, a in enumerate(ATTRIBUTES) if a != "glasses"]
+#: anonymizer settings of the reproduction (hand-set, not tuned on a grid)
+ANON_KW = dict(lam_mi=100.0, beta_attr=0.05)
 METHODS = ["original", "blur2", "blur4", "pixelate", "mask", "swap-no-sampler", "ours-no-hinge", "ours-no-mi", "ours"]
 
 
 def _regressor(x, y, seed, epochs=30):
     torch.manual_seed(seed)
-    net = nn.Sequential(FaceEmbedder(width=12, dim=32).net, nn.ReLU(), nn.Linear(32, y.shape[1]))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Flatten(), nn.Linear(32 * 64, 128), nn.ReLU(), nn.Linear(128, y.shape[1]))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x), 64):
-            b = perm[i:i + 64]
+        for i in range(0, len(x), 16):
+            b = perm[i:i + 16]
             loss = F.mse_loss(net(x[b]), y[b])
             opt.zero_grad()
             loss.backward()
@@ -107,11 +111,12 @@ def run_one(*, seed: int, setting: str) -> Dict[str, Any]:
     def make(lam_mi):
         torch.manual_seed(seed)
         model = DisentangledFaceVAE()
-        return IdentityDecoupledAnonymizer(model, oracles=ens, lam_mi=lam_mi, epochs=cfg["vae_epochs"],
+        kw = {**ANON_KW, "lam_mi": ANON_KW["lam_mi"] if lam_mi else 0.0}
+        return IdentityDecoupledAnonymizer(model, oracles=ens, **kw, epochs=cfg["vae_epochs"],
                                            hinge_steps=cfg["hinge_steps"], seed=seed)
 
     outs = {"original": pr, "blur2": _blur(pr, 2), "blur4": _blur(pr, 4), "pixelate": _pixelate(pr), "mask": _mask(pr)}
-    full = make(1.0)
+    full = make(True)
     full.hinge_steps = 0
     full.fit(train_x)
     pre = copy.deepcopy(full.model.state_dict())
@@ -125,7 +130,7 @@ def run_one(*, seed: int, setting: str) -> Dict[str, Any]:
     recon_full = full.model(pr).detach()
     outs["ours"] = full.anonymize(pr, generator=seed)
     outs["swap-no-sampler"] = full.anonymize(pr, generator=seed, use_sampler=False)
-    nomi = make(0.0).fit(train_x)
+    nomi = make(False).fit(train_x)
     outs["ours-no-mi"] = nomi.anonymize(pr, generator=seed)
 
     with torch.no_grad():
