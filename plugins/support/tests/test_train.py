@@ -78,3 +78,17 @@ def test_train_lm_evaluates_every_k_steps_and_after_the_last():
         train_lm(model, opt, _fixed_batches(x, y), 0)
     with pytest.raises(ValueError, match="eval_every"):
         train_lm(model, opt, _fixed_batches(x, y), 2, eval_every=-1)
+
+
+def test_next_token_logprobs_is_the_hand_computed_next_token_log_likelihood():
+    import math
+
+    import torch
+
+    from gradkit_support.train import next_token_logprobs
+
+    logits = torch.tensor([[[0.0, 1.0, 2.0], [3.0, 0.0, 0.0], [9.0, 9.0, 9.0]]])  # (1, 3, V=3)
+    ids = torch.tensor([[0, 2, 1]])
+    got = next_token_logprobs(logits, ids)
+    want = [2.0 - math.log(1 + math.e + math.e ** 2), 0.0 - math.log(math.e ** 3 + 2)]  # predicts ids[1], ids[2]
+    assert got.shape == (1, 2) and torch.allclose(got, torch.tensor([want]), atol=1e-6)

@@ -76,10 +76,11 @@ def forward_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: Op
 
 
 def token_nll(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """Per-token cross-entropy ``(B, T-1)``: position ``t`` predicts ``input_ids[:, t+1]``."""
-    lg = logits[:, :-1]
-    return F.cross_entropy(lg.reshape(-1, lg.shape[-1]).float(), input_ids[:, 1:].reshape(-1),
-                           reduction="none").view(input_ids.shape[0], -1)
+    """Per-token cross-entropy ``(B, T-1)``: position ``t`` predicts ``input_ids[:, t+1]`` (the shared
+    :func:`gradkit_support.train.next_token_logprobs`, negated)."""
+    from gradkit_support.train import next_token_logprobs
+
+    return -next_token_logprobs(logits, input_ids)
 
 
 def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:

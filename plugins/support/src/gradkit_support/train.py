@@ -42,6 +42,17 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct / len(x)
 
 
+def next_token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``log p(x_{t+1} | x_{<=t})`` per predicting position, ``(B, T-1)``, in float32.
+
+    The one next-token log-likelihood of the LM unlearners (CodeEraser's gradient ascent / CU and
+    Downgrade-to-Upgrade's GradDiff / NPO all descend or ascend it): position ``t`` of ``logits``
+    ``(B, T, V)`` predicts ``input_ids[:, t + 1]``.
+    """
+    lg = logits[:, :-1].float()
+    return torch.log_softmax(lg, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
 def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = logits_of(model(x))
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))

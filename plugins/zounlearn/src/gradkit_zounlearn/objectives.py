@@ -47,8 +47,9 @@ def token_logprobs(model: nn.Module, input_ids: torch.Tensor, loss_mask: Optiona
     """``(log p(x_t | x_<t), mask)`` for targets ``t = 1..T-1``, each ``(B, T-1)``."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
         raise ValueError("input_ids must be an integer tensor of shape (B, T)")
-    lg = _logits(model, input_ids, attention_mask)[:, :-1].float()
-    lp = torch.log_softmax(lg, -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    from gradkit_support.train import next_token_logprobs  # the one LM log-likelihood of the unlearners
+
+    lp = next_token_logprobs(_logits(model, input_ids, attention_mask), input_ids)
     m = torch.ones_like(lp, dtype=torch.bool)
     if loss_mask is not None:
         if loss_mask.shape != input_ids.shape:
