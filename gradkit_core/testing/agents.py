@@ -93,12 +93,6 @@ class AgentConformance:
         return (gym.make(env) if isinstance(env, str) else env)
 
     @staticmethod
-    def _obs(env_like: Any, seed: int = 0):
-        env = AgentConformance._space(env_like)
-        obs, _ = env.reset(seed=seed)
-        return env, obs
-
-    @staticmethod
     def _same(a, b) -> bool:
         import numpy as np
 
