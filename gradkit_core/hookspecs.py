@@ -282,26 +282,8 @@ def gradkit_register_reproductions(register):
     paper's baselines, seeded, and reports the paper's own metrics together with whether each claimed
     direction held, decided over seeds with a noise margin.  ``gradkit reproduce NAME`` runs it.
 
-    The callable's keyword arguments (it declares the ones it supports; the CLI passes only those
-    and refuses an option the callable does not take):
-
-    ``quick`` (bool)
-        the smallest setting that still decides the claims it reports (seconds to a minute or two);
-    ``full`` (bool)
-        the long setting, where there is one (``gradkit ... --full``);
-    ``seed`` (int)
-        base seed; everything random derives from it;
-    ``jobs`` (int) / ``resume`` (bool)
-        for experiments made of independent runs: worker processes
-        (:func:`gradkit_core.results.run_many`) and reuse of the runs stored under ``out/runs``;
-    ``out`` (Path or None)
-        a directory the core has already created and checked writable; the callable may keep
-        run caches there, but does **not** save its result: the core writes ``NAME.json`` (with
-        the run's metadata: seconds, seed, mode, versions, command) and ``NAME.png`` once;
-    ``progress`` (bool)
-        show a progress bar for long loops.
-
-    It returns a :class:`gradkit_core.results.Result`.
+    Its keyword arguments and what the core does with ``out`` are those of
+    :func:`gradkit_register_benchmarks`.
     """
 
 

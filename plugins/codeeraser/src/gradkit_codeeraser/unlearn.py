@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gradkit_core.unlearning import check_budget, check_seed, materialize as _materialize
 
 from gradkit_support.models import logits_of
 from gradkit_support.train import stop_requested
@@ -196,25 +197,6 @@ def check_forget_mask(b: Dict[str, Optional[torch.Tensor]], index: int) -> None:
         raise ValueError(f"forget batch {index}: the forget_mask of sample(s) {empty} marks no token after position 0 "
                          "(position 0 is never predicted); the forget step would only train the context with "
                          "descent. Mark the secret tokens, or drop those samples")
-
-
-def _materialize(data: Any, what: str) -> list:
-    if data is None or isinstance(data, (str, bytes, int, float, bool, torch.Tensor)) or not hasattr(data, "__iter__"):
-        raise TypeError(f"the {what} set must be an iterable of batches (a list or DataLoader), got {type(data).__name__}")
-    return list(data)
-
-
-def check_budget(epochs: Any, max_steps: Any) -> Tuple[Optional[int], Optional[int]]:
-    for name, v in (("epochs", epochs), ("max_steps", max_steps)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
-    return epochs, max_steps
-
-
-def check_seed(seed: Any) -> Optional[int]:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    return seed
 
 
 def _finite(name: str, v: Any, *, positive: bool = False) -> float:

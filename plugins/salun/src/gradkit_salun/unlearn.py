@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gradkit_core.unlearning import check_budget, check_seed
 
 from gradkit_support.models import logits_of
 
@@ -115,22 +116,6 @@ def check_nonempty(data: Iterable, role: str) -> None:
         if n > 0:
             return
     raise ValueError(f"the {role} set is empty: unlearning needs at least one {role} example")
-
-
-def check_budget(epochs: Any, max_steps: Any) -> Tuple[Optional[int], Optional[int]]:
-    """Validate the unlearning budget: positive ints or ``None``."""
-    for name, v in (("epochs", epochs), ("max_steps", max_steps)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {v!r}")
-    return epochs, max_steps
-
-
-def check_seed(seed: Any) -> Optional[int]:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-    return seed
 
 
 def check_finite(name: str, value: Any, *, low: float = 0.0, low_open: bool = False,
