@@ -112,23 +112,10 @@ def _target_mask(mask: Optional[torch.Tensor], input_ids: torch.Tensor) -> torch
 
 
 def vocab_size(model: nn.Module) -> Optional[int]:
-    """The input vocabulary of a causal LM (HF ``get_input_embeddings`` or its first ``nn.Embedding``)."""
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    if emb is None:
-        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if isinstance(emb, nn.Embedding):
-        return int(emb.num_embeddings)
-    was = model.training
-    model.eval()
-    try:  # no embedding module to read: the vocabulary is the logits' last dimension on a harmless input
-        with torch.no_grad():
-            out = logits_of(model(torch.zeros(1, 2, dtype=torch.long, device=_device(model))))
-        return int(out.shape[-1]) if out.dim() == 3 else None
-    except Exception:  # noqa: BLE001 - the model is checked again, with a clear error, on the first batch
-        return None
-    finally:
-        model.train(was)
+    """The input vocabulary of a causal LM (the shared :func:`gradkit_support.lm_batches.vocab_size`)."""
+    from gradkit_support.lm_batches import vocab_size as _vocab
+
+    return _vocab(model)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -136,52 +123,14 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _as_mask(m: Any, ids: torch.Tensor, name: str, where: str) -> Optional[torch.Tensor]:
-    if m is None:
-        return None
-    if not isinstance(m, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a tensor of shape {tuple(ids.shape)}, got {type(m).__name__}")
-    if m.shape != ids.shape:
-        raise ValueError(f"{where}: {name} has shape {tuple(m.shape)}; expected the input_ids shape {tuple(ids.shape)}")
-    if m.dtype != torch.bool:
-        if m.is_floating_point() or not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError(f"{where}: {name} must be a bool (or 0/1 integer) tensor")
-        m = m.bool()
-    return m
-
-
 def parse_batch(batch: Any, role: str, index: int, vocab: Optional[int]) -> Dict[str, Optional[torch.Tensor]]:
-    """``{"input_ids", "attention_mask", "forget_mask"}`` of one batch, validated (ValueError / TypeError)."""
-    where = f"{role} batch {index}"
-    if isinstance(batch, torch.Tensor):
-        batch = {"input_ids": batch}
-    if not isinstance(batch, dict):
-        raise TypeError(f"{where}: a batch must be a dict {{'input_ids', 'attention_mask'?, 'forget_mask'?}} or an "
-                        f"input_ids LongTensor (B, T); got {type(batch).__name__}")
-    if "secret_mask" in batch or "loss_mask" in batch:
-        raise ValueError(f"{where}: the mask of tokens to forget is called 'forget_mask' in every gradkit LM "
-                         f"unlearner; got keys {sorted(batch)}")
-    unknown = set(batch) - {"input_ids", "attention_mask", "forget_mask"}
-    if unknown:
-        raise ValueError(f"{where}: unknown batch keys {sorted(unknown)}; expected 'input_ids', 'attention_mask', "
-                         "'forget_mask'")
-    if "input_ids" not in batch:
-        raise ValueError(f"{where}: a batch dict needs 'input_ids'; got keys {sorted(batch)}")
-    ids = batch["input_ids"]
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
-        raise ValueError(f"{where}: input_ids must be an integer (long) tensor of shape (B, T); got "
-                         f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}")
-    if ids.shape[0] == 0:
-        raise ValueError(f"{where} is empty (B = 0)")
-    if ids.shape[1] < 2:
-        raise ValueError(f"{where}: sequences need at least 2 tokens for next-token losses, got T={ids.shape[1]}")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or (vocab is not None and hi >= vocab):
-        raise ValueError(f"{where}: token ids range over [{lo}, {hi}], out of range for the vocabulary "
-                         f"[0, {vocab if vocab is not None else 'V'})")
-    attn = _as_mask(batch.get("attention_mask"), ids, "attention_mask", where)
-    fm = _as_mask(batch.get("forget_mask"), ids, "forget_mask", where)
-    return {"input_ids": ids.long(), "attention_mask": attn, "forget_mask": fm}
+    """``{"input_ids", "attention_mask", "forget_mask"}`` of one batch, validated (ValueError / TypeError) by the
+    shared :func:`gradkit_support.lm_batches.parse_lm_batch`."""
+    from gradkit_support.lm_batches import parse_lm_batch
+
+    ids, fm, attn = parse_lm_batch(batch, f"{role} batch {index}", "forget_mask", vocab,
+                                   renamed=("secret_mask", "loss_mask"))
+    return {"input_ids": ids, "attention_mask": attn, "forget_mask": fm}
 
 
 def check_forget_mask(b: Dict[str, Optional[torch.Tensor]], index: int) -> None:

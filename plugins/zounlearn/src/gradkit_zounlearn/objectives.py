@@ -89,74 +89,22 @@ def npo_loss(logp: torch.Tensor, logp_ref: torch.Tensor, beta: float = 0.1,
 
 
 def vocab_size(model: nn.Module) -> Optional[int]:
-    """The input vocabulary (HF ``get_input_embeddings``, the first ``nn.Embedding``, else the logits' width)."""
-    get = getattr(model, "get_input_embeddings", None)
-    emb = get() if callable(get) else None
-    if emb is None:
-        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
-    if isinstance(emb, nn.Embedding):
-        return int(emb.num_embeddings)
-    was = model.training
-    model.eval()
-    try:
-        p = next(model.parameters(), None)
-        with torch.no_grad():
-            lg = _logits(model, torch.zeros(1, 2, dtype=torch.long, device=p.device if p is not None else "cpu"))
-        return int(lg.shape[-1])
-    except Exception:  # noqa: BLE001 - the first real batch gives a clear error instead
-        return None
-    finally:
-        model.train(was)
+    """The input vocabulary (the shared :func:`gradkit_support.lm_batches.vocab_size`)."""
+    from gradkit_support.lm_batches import vocab_size as _vocab
 
-
-def _mask(m: Any, ids: torch.Tensor, name: str, where: str) -> Optional[torch.Tensor]:
-    if m is None:
-        return None
-    if not isinstance(m, torch.Tensor):
-        raise TypeError(f"{where}: {name} must be a tensor of shape {tuple(ids.shape)}, got {type(m).__name__}")
-    if m.shape != ids.shape:
-        raise ValueError(f"{where}: {name} has shape {tuple(m.shape)}; expected the input_ids shape {tuple(ids.shape)}")
-    if m.dtype != torch.bool:
-        if m.is_floating_point() or not bool(((m == 0) | (m == 1)).all()):
-            raise ValueError(f"{where}: {name} must be a bool (or 0/1 integer) tensor")
-        m = m.bool()
-    return m
+    return _vocab(model)
 
 
 def parse_batch(batch: Any, what: str, index: int = 0, vocab: Optional[int] = None):
     """``(input_ids, mask, attention_mask)`` of a forget (``forget_mask``) or retain (``loss_mask``) batch,
     validated: integer ids (B, T) with T >= 2 inside the vocabulary, masks of the same shape, and a mask
     that leaves every sample at least one target token (position >= 1)."""
+    from gradkit_support.lm_batches import parse_lm_batch
+
     where = f"{what} batch {index}"
     key = "forget_mask" if what == "forget" else "loss_mask"
-    if isinstance(batch, torch.Tensor):
-        batch = {"input_ids": batch}
-    if not isinstance(batch, dict):
-        raise TypeError(f"{where}: a batch must be a dict {{'input_ids', 'attention_mask'?, '{key}'?}} or an "
-                        f"input_ids LongTensor (B, T); got {type(batch).__name__}")
-    if what == "forget" and ("loss_mask" in batch or "secret_mask" in batch):
-        raise ValueError(f"{where}: the mask of tokens to forget is called 'forget_mask' in every gradkit LM "
-                         f"unlearner; got keys {sorted(batch)}")
-    unknown = set(batch) - {"input_ids", "attention_mask", key}
-    if unknown:
-        raise ValueError(f"{where}: unknown batch keys {sorted(unknown)}; expected 'input_ids', 'attention_mask', "
-                         f"'{key}'")
-    if "input_ids" not in batch:
-        raise ValueError(f"{where}: a batch dict needs 'input_ids'; got keys {sorted(batch)}")
-    ids = batch["input_ids"]
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype not in (torch.long, torch.int32):
-        raise ValueError(f"{where}: input_ids must be an integer (long) tensor of shape (B, T); got "
-                         f"{type(ids).__name__} {getattr(ids, 'dtype', '')} {tuple(getattr(ids, 'shape', ()))}")
-    if ids.shape[0] == 0:
-        raise ValueError(f"{where} is empty (B = 0)")
-    if ids.shape[1] < 2:
-        raise ValueError(f"{where}: sequences need at least 2 tokens for next-token losses, got T={ids.shape[1]}")
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or (vocab is not None and hi >= vocab):
-        raise ValueError(f"{where}: token ids range over [{lo}, {hi}], out of range for the vocabulary "
-                         f"[0, {vocab if vocab is not None else 'V'})")
-    attn = _mask(batch.get("attention_mask"), ids, "attention_mask", where)
-    m = _mask(batch.get(key), ids, key, where)
+    ids, m, attn = parse_lm_batch(batch, where, key, vocab,
+                                  renamed=("loss_mask", "secret_mask") if what == "forget" else ())
     tgt = torch.ones_like(ids[:, 1:], dtype=torch.bool) if m is None else m[:, 1:]
     if attn is not None:
         tgt = tgt & attn[:, 1:]
@@ -166,7 +114,7 @@ def parse_batch(batch: Any, what: str, index: int = 0, vocab: Optional[int] = No
                          "token after position 0 (position 0 is never predicted); "
                          + ("the forget term would vanish and only the retain term would train" if what == "forget"
                             else "the retain term would vanish"))
-    return ids.long(), m, attn
+    return ids, m, attn
 
 
 def _batch(batch: Any, what: str):
