@@ -9,7 +9,8 @@ Imports nothing heavy (no torch): a tensor is recognised by its type name.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+import contextlib
+from typing import Any, Iterator, List, Optional, Tuple
 
 
 def check_budget(epochs: Any, max_steps: Any) -> Tuple[Optional[int], Optional[int]]:
@@ -34,3 +35,45 @@ def materialize(data: Any, what: str) -> List[Any]:
             or not hasattr(data, "__iter__")):
         raise TypeError(f"the {what} set must be an iterable of batches (a list or DataLoader), got {type(data).__name__}")
     return list(data)
+
+
+def planned_steps(epochs: Optional[int], max_steps: Optional[int], steps_per_epoch: int) -> int:
+    """Optimizer updates a run will take: ``epochs`` passes of ``steps_per_epoch``, capped by ``max_steps``."""
+    total = epochs * steps_per_epoch if epochs is not None else max_steps
+    if total is None:
+        raise ValueError("a budget is needed: epochs or max_steps")
+    return min(total, max_steps) if max_steps is not None else total
+
+
+def run_record(steps: int, steps_per_epoch: int, *, seed: Optional[int], epochs: Optional[int],
+               max_steps: Optional[int], stopped: Optional[str] = None) -> dict:
+    """``unlearner.last_run``: steps taken, epochs completed, and what stopped the run (``stopped`` if the
+    method stopped itself, else ``"max_steps"`` when that cap cut the epochs short, else ``"epochs"``)."""
+    if stopped is None:
+        cut = max_steps is not None and steps >= max_steps and (epochs is None or max_steps < epochs * steps_per_epoch)
+        stopped = "max_steps" if cut else "epochs"
+    return {"steps": steps, "epochs": steps / steps_per_epoch, "stopped_by": stopped,
+            "steps_per_epoch": steps_per_epoch, "seed": seed, "requested": {"epochs": epochs, "max_steps": max_steps}}
+
+
+@contextlib.contextmanager
+def rollback_on_failure(model: Any, hint: str = "lower the learning rate") -> Iterator[None]:
+    """Run an unlearning loop so that a failure leaves the model as it was.
+
+    Snapshots the model's ``state_dict``; after the body, every parameter must be finite (else a ValueError
+    naming it, with ``hint``); on any exception the parameters and the train/eval mode are restored.
+    """
+    import torch
+
+    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was = model.training
+    try:
+        yield
+        for n, p in model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError(f"parameter {n} became non-finite during unlearning; {hint}")
+    except BaseException:
+        with torch.no_grad():
+            model.load_state_dict(snapshot)
+        model.train(was)
+        raise

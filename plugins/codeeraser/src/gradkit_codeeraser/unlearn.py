@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from gradkit_core.unlearning import check_budget, check_seed, materialize as _materialize
+from gradkit_core.unlearning import check_budget, check_seed, materialize as _materialize, planned_steps, rollback_on_failure, run_record
 
 from gradkit_support.models import logits_of
 from gradkit_support.train import stop_requested
@@ -297,17 +297,13 @@ class CodeEraser:
             check_forget_mask(b, i)
         r_batches = [parse_batch(b, "retain", i, vocab) for i, b in enumerate(retain_list or [])]
         spe = len(f_batches)
-        total = epochs * spe if epochs is not None else max_steps
-        if max_steps is not None:
-            total = min(total, max_steps)
+        total = planned_steps(epochs, max_steps, spe)
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        was = self.model.training
         self.steps_taken, self.history = 0, []
         stopped = None
         devices = sorted({p.device.index or 0 for p in self.model.parameters() if p.is_cuda})
-        try:
+        with rollback_on_failure(self.model, f"lower lr (lr={self.lr})"):
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed)
                 if optimizer is None:
@@ -337,20 +333,9 @@ class CodeEraser:
                             and stop_requested(self.model, stop_fn)):
                         stopped = "stop_fn"
                         break
-            for n, p in self.model.named_parameters():
-                if not bool(torch.isfinite(p).all()):
-                    raise ValueError(f"parameter {n} became non-finite during unlearning; lower lr (lr={self.lr})")
-        except BaseException:
-            with torch.no_grad():
-                self.model.load_state_dict(snapshot)
-            self.model.train(was)
-            raise
         self.model.eval()
-        if stopped is None:
-            cut = max_steps is not None and total == max_steps and (epochs is None or max_steps < epochs * spe)
-            stopped = "max_steps" if cut else "epochs"
-        self.last_run = {"steps": self.steps_taken, "epochs": self.steps_taken / spe, "stopped_by": stopped,
-                         "steps_per_epoch": spe, "seed": seed, "requested": {"epochs": epochs, "max_steps": max_steps}}
+        self.last_run = run_record(self.steps_taken, spe, seed=seed, epochs=epochs, max_steps=max_steps,
+                                   stopped=stopped)
         return self.model
 
     def _check_loss(self, loss: torch.Tensor, what: str, step: int) -> None:

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gradkit_core.unlearning import planned_steps, run_record
+
 from .unlearn import (Mask, _rng_devices, check_batch, check_budget, check_data, check_finite, check_nonempty,
                       check_seed, restore_masked, saliency_mask)
 
@@ -200,9 +202,7 @@ class SalUnDiffusion:
             if self.uses_retain and not r_batches:
                 raise ValueError("the retain set is empty: SalUn for diffusion (alpha > 0) needs retain examples")
             spe = len(f_batches)
-            total = epochs * spe if epochs is not None else max_steps
-            if max_steps is not None:
-                total = min(total, max_steps)
+            total = planned_steps(epochs, max_steps, spe)
             snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             mask0 = self.mask
             try:
@@ -212,9 +212,7 @@ class SalUnDiffusion:
                     self.model.load_state_dict(snapshot)
                 self.mask = mask0
                 raise
-        cut = max_steps is not None and total == max_steps and (epochs is None or max_steps < epochs * spe)
-        self.last_run = {"steps": total, "epochs": total / spe, "stopped_by": "max_steps" if cut else "epochs",
-                         "steps_per_epoch": spe, "seed": seed}
+        self.last_run = run_record(total, spe, seed=seed, epochs=epochs, max_steps=max_steps)
         return self.model.eval()
 
     def _loop(self, f_batches, r_batches, total: int, seed: int) -> None:

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from gradkit_core.unlearning import check_budget, check_seed
+from gradkit_core.unlearning import check_budget, check_seed, rollback_on_failure, run_record
 
 from gradkit_support.models import logits_of
 
@@ -375,28 +375,16 @@ class Unlearner:
         planned = epochs if epochs is not None else -(-max_steps // spe)
         total = planned * spe if max_steps is None else min(planned * spe, max_steps)
         self._total_steps, self._planned_epochs, self._spe, self._steps = total, planned, spe, 0
-        snapshot = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        was = self.model.training
         self.history = {"loss": []}
-        try:
+        with rollback_on_failure(self.model):
             gen = torch.Generator().manual_seed(seed)
             self._begin(forget, retain)
             self.model.train()
             opt = self._optimizer()
             self._run(forget, retain, planned, opt, gen)
             self._end(opt)
-            for n, p in self.model.named_parameters():
-                if not bool(torch.isfinite(p).all()):
-                    raise ValueError(f"parameter {n} became non-finite during unlearning; lower the learning rate")
-        except BaseException:
-            with torch.no_grad():
-                self.model.load_state_dict(snapshot)
-            self.model.train(was)
-            raise
         self.model.eval()
-        cut = max_steps is not None and self._steps >= max_steps and (epochs is None or self._steps < epochs * spe)
-        self.last_run = {"steps": self._steps, "epochs": self._steps / spe, "stopped_by": "max_steps" if cut else "epochs",
-                         "steps_per_epoch": spe, "seed": seed, "requested": {"epochs": epochs, "max_steps": max_steps}}
+        self.last_run = run_record(self._steps, spe, seed=seed, epochs=epochs, max_steps=max_steps)
         return self.model
 
     def _run(self, forget, retain, epochs, opt, gen) -> None:  # pragma: no cover - abstract
