@@ -14,6 +14,7 @@ raises never stops the others.  A worker that dies (killed, out of memory) has i
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import traceback
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -28,7 +29,7 @@ class ExecutorError(GradkitError):
     """An executor cannot be set up (Ray missing, a cluster unreachable, bad arguments)."""
 
 
-class Executor:
+class Executor(abc.ABC):
     name = "executor"
 
     def __init__(self, jobs: int = 1):
@@ -36,9 +37,10 @@ class Executor:
             raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
         self.jobs = jobs
 
+    @abc.abstractmethod
     def map(self, fn: Callable[..., Any], calls: List[Dict[str, Any]], on_result: OnResult,
-            on_error: OnError) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+            on_error: OnError) -> None:
+        """Call ``fn(**kw)`` for each ``kw`` in ``calls``; report ``on_result(i, value)`` or ``on_error(i, tb)``."""
 
     def describe(self) -> str:
         return f"{self.name} ({self.jobs} job{'s' * (self.jobs != 1)})"

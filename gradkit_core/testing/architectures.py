@@ -43,7 +43,7 @@ class ArchitectureConformance:
         return gk.create(self.component, kind="architectures", **{**self.component_kwargs, **overrides})
 
     def example_input(self) -> torch.Tensor:  # pragma: no cover - must be overridden
-        raise NotImplementedError("ArchitectureConformance subclasses implement example_input()")
+        pytest.fail("ArchitectureConformance subclasses implement example_input() (a batch the module takes)")
 
     def output(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The tensor the rules look at (override when forward returns a tuple or a dict)."""

@@ -72,7 +72,7 @@ class RewardConformance:
         """Anything the reward needs before use (fit reference statistics, ...). Default: nothing."""
 
     def example_batches(self) -> List[Any]:  # pragma: no cover - must be overridden
-        raise NotImplementedError("RewardConformance subclasses implement example_batches()")
+        pytest.fail("RewardConformance subclasses implement example_batches() (batches in call order)")
 
     def bad_batches(self) -> List[Any]:
         """Batches that must be refused. Default, for float tensor batches: NaN, inf, and an empty batch."""

@@ -29,6 +29,8 @@ both.  Definitions follow the paper's code (``satwik77/incontext-bool``, ``src/b
 
 from __future__ import annotations
 
+import abc
+
 import math
 import numbers
 from typing import Dict, Optional, Type
@@ -77,7 +79,7 @@ def check_xs(xs, n_dims: Optional[int] = None, batch_size: Optional[int] = None)
     return xs
 
 
-class Task:
+class Task(abc.ABC):
     """Base class: ``batch_size`` seeded target functions on ``{-1, +1}^n_dims``."""
 
     name = "task"
@@ -110,8 +112,9 @@ class Task:
         n_points = self._check_points(n_points)
         return torch.from_numpy(self._uniform_xs(n_points))
 
+    @abc.abstractmethod
     def evaluate(self, xs: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Labels of ``xs``; every task class defines it."""
 
     def sample(self, n_points: int):
         xs = self.sample_xs(n_points)

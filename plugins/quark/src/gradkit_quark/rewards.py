@@ -21,6 +21,8 @@ here is the reconstruction ``rfn_trifactor_v0`` (see ``VERSION`` and the README)
 
 from __future__ import annotations
 
+import abc
+
 import copy
 import math
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -78,7 +80,7 @@ def as_reward_matrix(rewards: Any, k: Optional[int] = None, *, what: str = "rewa
 
 
 # ---------------------------------------------------------------------------------------------- normalizers
-class Normalizer:
+class Normalizer(abc.ABC):
     """Per-objective transform ``(B, K) -> (B, K)``; ``update`` says whether running statistics may change."""
 
     name = "base"
@@ -87,8 +89,9 @@ class Normalizer:
     def __init__(self, k: int):
         self.k = k
 
-    def transform(self, r: Tensor, update: bool = True) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def transform(self, r: Tensor, update: bool = True) -> Tensor:
+        """Normalized rewards of the (B, K) raw matrix ``r`` (updating running statistics if ``update``)."""
 
     def state_dict(self) -> Dict[str, Any]:
         return {}
@@ -209,7 +212,7 @@ NORMALIZERS = {"raw": RawNormalizer, "rfn": ReferenceFrozenNormalizer, "batch-zs
 
 
 # ---------------------------------------------------------------------------------------------- weightings
-class Weighting:
+class Weighting(abc.ABC):
     name = "base"
 
     def __init__(self, k: int):
@@ -218,8 +221,9 @@ class Weighting:
     def update(self, r_hat: Tensor) -> None:
         pass
 
-    def weights(self) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def weights(self) -> Tensor:
+        """The current (K,) objective weights."""
 
     def state_dict(self) -> Dict[str, Any]:
         return {}
