@@ -276,7 +276,8 @@ def test_registered_components():
 
 
 def test_reduced_claim_vspo_fewer_zero_adv_groups_than_grpo():
-    """Reduced form of the reproduction's claim 3 on a small seeded run (two seeds)."""
+    """The refill mechanism on a small seeded run (two seeds): VSPO trains on fewer zero-advantage groups than
+    GRPO. A mechanism test (it holds by construction once refills work), reported as a note by the reproduction."""
     out = {}
     for mode in ("grpo", "vspo"):
         zs = []
@@ -292,15 +293,16 @@ def test_reduced_claim_vspo_fewer_zero_adv_groups_than_grpo():
 
 
 def test_reproduction_runs_end_to_end_small(monkeypatch):
-    """The reproduction's wiring on a tiny budget: every arm, curves, the five claims, no save."""
+    """The reproduction's wiring on a tiny budget: every arm, curves, the claims, the mechanism note, no save."""
     from gradkit_vspo import reproduce
     monkeypatch.setattr(reproduce, "SFT_STEPS", 10)
     monkeypatch.setitem(reproduce.CONFIGS, "quick", dict(seeds=2, budget=128, eval_every=128, lrs=[1e-3]))
     res = reproduce.run(quick=True, progress=False)
     assert [r["arm"] for r in res.rows] == list(reproduce.ARMS)
-    assert len(res.claims) == 6 and not res.claims[0].passed and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
+    assert len(res.claims) == 5 and not res.claims[0].passed and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
     z = {r["arm"]: r["zero_adv_frac_trained"] for r in res.rows}
     assert z["vspo+prs"] <= z["grpo+prs"]
+    assert any(n.startswith("mechanism check, not a claim") for n in res.notes)
 
 
 _SAMPLES = [[(GOOD, "v3", ("e1", "color")), ("<call> lookup e1 </call>", "v3"), ("no tags", "v3")],
