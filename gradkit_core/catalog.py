@@ -152,6 +152,9 @@ def closure(names: List[str]) -> List[CatalogEntry]:
         seen[n] = True
         order.append(e)
 
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise CatalogError(f"not in the catalog: {', '.join(map(repr, unknown))}; catalogued: {', '.join(sorted(by_name))}")
     for n in names:
         visit(n, ())
     return order

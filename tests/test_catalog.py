@@ -82,3 +82,10 @@ def test_install_dry_run_uses_catalog_closure_and_constraints(capsys):
         "the first-party dependency (support) is installed from the checkout too"
     assert out.index("plugins/support") < out.index("plugins/lion")
     assert cli.main(["install", "no-such-plugin"]) == 2
+
+
+def test_closure_orders_dependencies_first_and_refuses_unknown_names():
+    names = [e.name for e in catalog.closure(["cfcam", "lion"])]
+    assert names == ["support", "cfcam", "lion"]
+    with pytest.raises(gk.CatalogError, match="not in the catalog: 'no-such'"):
+        catalog.closure(["no-such"])

@@ -35,7 +35,11 @@ def main(argv=None) -> int:
     os.environ["GRADKIT_CATALOG"] = str(ROOT / "registry.toml")
     from gradkit_core import catalog
 
-    entries = catalog.closure(args.names) if args.names else catalog.entries()
+    try:
+        entries = catalog.closure(args.names) if args.names else catalog.entries()
+    except catalog.CatalogError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     dirs = [ROOT] + [ROOT / e.directory for e in entries]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
