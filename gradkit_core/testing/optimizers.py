@@ -39,6 +39,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 import torch
 
+from ._state import assert_same_state
+
 
 def _model(seed: int = 0) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
@@ -266,29 +268,11 @@ class OptimizerConformance:
         assert "nan" in msg or "finite" in msg or "inf" in msg, f"the error must name the problem: {info.value}"
         for a, b in zip(params_before, self._params(m1) + self._params(m2)):
             assert torch.equal(a, b), "a failed step must leave every parameter (of every group) unchanged"
-        _assert_same_state(state_before, opt.state_dict())
+        assert_same_state(state_before, opt.state_dict(), "a failed step must leave optimizer state unchanged",
+                          "state_dict")
 
     def test_nan_gradient_in_later_group_raises_before_anything_changes(self):
         self._nonfinite_gradient_rule(float("nan"))
 
     def test_inf_gradient_in_later_group_raises_before_anything_changes(self):
         self._nonfinite_gradient_rule(float("inf"))
-
-
-def _assert_same_state(a, b, path: str = "state_dict") -> None:
-    """Deep equality of two state dicts (tensors exactly equal)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), f"{path} changed type"
-        assert a.shape == b.shape and torch.equal(a, b), f"a failed step must leave optimizer state unchanged: {path}"
-        return
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"a failed step must not add or remove state: {path}"
-        for k in a:
-            _assert_same_state(a[k], b[k], f"{path}[{k!r}]")
-        return
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{path} changed length"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same_state(x, y, f"{path}[{i}]")
-        return
-    assert a == b or (a != a and b != b), f"a failed step must leave optimizer state unchanged: {path} {a!r} -> {b!r}"

@@ -24,6 +24,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 import torch
 
+from ._state import assert_same_state
+
 
 def _as_tensor(out: Any) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
@@ -40,17 +42,6 @@ def _size(batch: Any) -> int:
 def _state(reward: Any) -> Optional[Dict[str, Any]]:
     sd = getattr(reward, "state_dict", None)
     return copy.deepcopy(sd()) if callable(sd) else None
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and bool(
-            torch.equal(torch.nan_to_num(a.double(), nan=7.25), torch.nan_to_num(b.double(), nan=7.25)))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b or (a != a and b != b)
 
 
 class RewardConformance:
@@ -124,4 +115,4 @@ class RewardConformance:
                     pytest.fail("a bad batch gave non-finite rewards instead of an error")
             assert str(info.value).strip(), "the error must say what was wrong"
             if before is not None:
-                assert _same(before, _state(r)), "a refused batch changed the running state"
+                assert_same_state(before, _state(r), "a refused batch changed the running state")

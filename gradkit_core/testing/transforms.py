@@ -64,26 +64,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from ._state import assert_same_state
+
 NONFINITE = (float("nan"), float("inf"))
-
-
-def _assert_same(a: Any, b: Any, path: str = "state") -> None:
-    """Deep equality of two (state) structures; tensors exactly equal."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), f"{path} changed type"
-        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), f"{path} changed"
-        return
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), f"{path}: keys changed"
-        for k in a:
-            _assert_same(a[k], b[k], f"{path}[{k!r}]")
-        return
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{path}: length changed"
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{path}[{i}]")
-        return
-    assert a == b or (a != a and b != b), f"{path} changed: {a!r} -> {b!r}"
 
 
 class _Model(nn.Module):
@@ -268,7 +251,7 @@ class TransformConformance:
         assert "nan" in msg or "finite" in msg or "inf" in msg, f"the error must name the problem: {info.value}"
         for g, p in zip(grads, model.parameters()):
             assert (g is None and p.grad is None) or torch.equal(g, p.grad), "a failed step must leave .grad"
-        _assert_same(state, agg.state_dict())
+        assert_same_state(state, agg.state_dict(), "a failed call must leave the transform's state unchanged")
         losses.poison = None
         agg.step(provider)  # and the transform still works afterwards
 
