@@ -184,7 +184,7 @@ def test_checkpoint_resumes_to_the_same_result(tmp_path, tiny):
         assert a.history == b.history
 
 
-def test_checkpoint_is_loaded_with_weights_only(tmp_path):
+def test_checkpoint_is_loaded_with_weights_only(tmp_path, capsys):
     import pickle
 
     class Evil:
@@ -193,8 +193,10 @@ def test_checkpoint_is_loaded_with_weights_only(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "gradkit-dcgme/1", "x": Evil()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="safe loader refuses") as info:
         QDAgent.load(path)
+    assert isinstance(info.value.__cause__, pickle.UnpicklingError) and str(path) in str(info.value)
+    assert "pwned" not in capsys.readouterr().out, "the object inside was never built"
 
 
 def test_distilled_actor_and_agent_api(tiny):

@@ -482,26 +482,9 @@ class QDAgent:
         ``env`` defaults to the stored env id, used only when it is already registered with gymnasium
         and names no module (gymnasium would import ``module`` for ``module:Name-v0``).
         """
-        import pickle
-        import zipfile
+        from gradkit_core.checkpoints import read_checkpoint
 
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
-        if p.stat().st_size == 0:
-            raise ValueError(f"{path}: the checkpoint file is empty (0 bytes)")
-        try:
-            state = torch.load(p, weights_only=True, map_location="cpu")
-        except pickle.UnpicklingError:
-            raise  # weights_only refused an object: never load it
-        except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
-            raise ValueError(f"{path}: the checkpoint cannot be read; the file is truncated or corrupt "
-                             f"({type(exc).__name__}: {exc})") from exc
-        if not isinstance(state, dict) or state.get("format") != "gradkit-dcgme/1":
-            raise ValueError(f"{path}: not a gradkit-dcgme checkpoint (expected format 'gradkit-dcgme/1')")
-        missing = [k for k in cls._CKPT_KEYS if k not in state]
-        if missing:
-            raise ValueError(f"{path}: the checkpoint lacks the key(s) {missing}")
+        state = read_checkpoint(path, "gradkit-dcgme/1", cls._CKPT_KEYS, "gradkit-dcgme")
         algo = state["algorithm"]
         klasses = {"dcg-me": DCGME, "pga-me": PGAME, "map-elites": MAPElites}
         if algo not in klasses:
@@ -550,17 +533,10 @@ class QDAgent:
 
 
 def _verified_env_id(env_id: Any, path) -> str:
-    """The stored env id if it is safe to make: no ``module:`` prefix and already registered with gymnasium."""
-    import gymnasium
+    """The stored env id if it is safe to make (see :func:`gradkit_core.checkpoints.verified_env_id`)."""
+    from gradkit_core.checkpoints import verified_env_id
 
-    if not isinstance(env_id, str) or not env_id:
-        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a gymnasium id; pass env=... to load()")
-    if ":" in env_id:
-        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} names a module to import; such ids are never "
-                         "loaded from a file. Pass env=... to load()")
-    if env_id not in gymnasium.registry:
-        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a registered gymnasium id; pass env=...")
-    return env_id
+    return verified_env_id(env_id, path)
 
 
 def _check_finite_tree(tree: Any, path, where: str, filled=None) -> None:

@@ -216,20 +216,10 @@ def _make_env(env: Any):
 
 
 def _verified_env_id(env_id: Any, path: Any) -> str:
-    """The checkpoint's env id, if it is safe to ``gymnasium.make``: a string without a ``module:`` prefix
-    that is already registered.  gymnasium imports ``module`` for ``module:Name-v0`` ids, so such an id read
-    from a file is refused before gymnasium sees it."""
-    import gymnasium as gym
+    """The checkpoint's env id if it is safe to make (see :func:`gradkit_core.checkpoints.verified_env_id`)."""
+    from gradkit_core.checkpoints import verified_env_id
 
-    if not isinstance(env_id, str) or not env_id:
-        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a gymnasium id; pass env=... to load()")
-    if ":" in env_id:
-        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} names a module to import; such ids are never "
-                         "loaded from a file. Pass env=... to load() (an env object or an id you trust)")
-    if env_id not in gym.registry:
-        raise ValueError(f"{path}: the checkpoint's env id {env_id!r} is not a registered gymnasium id (install or "
-                         "import the package that registers it, or pass env=... to load())")
-    return env_id
+    return verified_env_id(env_id, path)
 
 
 def _check_spaces(env, algo: str) -> Tuple[int, int]:
@@ -600,30 +590,10 @@ class _OffPolicyAgent:
 
     @staticmethod
     def _read_checkpoint(path) -> Dict[str, Any]:
-        """``torch.load(weights_only=True)`` with errors that name the file and the problem."""
-        import pickle
-        import zipfile
-        from pathlib import Path
+        """``torch.load(weights_only=True)`` with errors that name the file and the problem (the core's reader)."""
+        from gradkit_core.checkpoints import read_checkpoint
 
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{path}: no such checkpoint file")
-        if p.stat().st_size == 0:
-            raise ValueError(f"{path}: the checkpoint file is empty (0 bytes)")
-        try:
-            ckpt = torch.load(p, weights_only=True, map_location="cpu")
-        except pickle.UnpicklingError as exc:  # weights_only refused something: not a plain checkpoint
-            raise ValueError(f"{path}: not a gradkit-dsact checkpoint (it holds objects a safe loader refuses: "
-                             f"{str(exc).splitlines()[0]})") from exc
-        except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as exc:
-            raise ValueError(f"{path}: the checkpoint cannot be read; the file is truncated or corrupt "
-                             f"({type(exc).__name__}: {exc})") from exc
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-            raise ValueError(f"{path}: not a gradkit-dsact checkpoint (expected format {CKPT_FORMAT!r})")
-        missing = [k for k in _OffPolicyAgent._CKPT_KEYS if k not in ckpt]
-        if missing:
-            raise ValueError(f"{path}: the checkpoint lacks the key(s) {missing}")
-        return ckpt
+        return read_checkpoint(path, CKPT_FORMAT, _OffPolicyAgent._CKPT_KEYS, "gradkit-dsact")
 
     @staticmethod
     def _check_finite(tree: Any, path, where: str) -> None:
