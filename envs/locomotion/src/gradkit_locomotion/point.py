@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.utils.seeding import np_random
 from gymnasium.vector.utils import batch_space
 
 DT = 0.04
@@ -150,7 +151,12 @@ class PointOmniVectorEnv(VectorEnv):
         if isinstance(seed, (list, tuple)):
             seed = None if seed[0] is None else int(seed[0])
         super().reset(seed=seed)
-        self._pos = self.np_random.uniform(-1, 1, size=(self.num_envs, 2)) * self.reset_noise_scale
+        # sub-env i draws its start from its own generator seeded with seed + i, as gymnasium's
+        # SyncVectorEnv seeds its sub-envs: row i equals PointOmniEnv reset with seed + i, whatever
+        # num_envs is (so a batch split into chunks starts each episode where the whole batch would)
+        if seed is not None or getattr(self, "_rngs", None) is None:
+            self._rngs = [np_random(None if seed is None else seed + i)[0] for i in range(self.num_envs)]
+        self._pos = np.stack([r.uniform(-1, 1, size=2) for r in self._rngs]) * self.reset_noise_scale
         self._vel = np.zeros((self.num_envs, 2))
         self._t = 0
         self._needs_reset = False
