@@ -5,6 +5,7 @@ KIND_HOOKS = {
     "explainers": "gradkit_register_explainers",
     "optimizers": "gradkit_register_optimizers",
     "transforms": "gradkit_register_transforms",
+    "text_optimizers": "gradkit_register_text_optimizers",
     "unlearners": "gradkit_register_unlearners",
     "agents": "gradkit_register_agents",
     "simulators": "gradkit_register_simulators",

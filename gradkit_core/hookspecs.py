@@ -99,6 +99,34 @@ def gradkit_register_transforms(register):
 
 
 @hookspec
+def gradkit_register_text_optimizers(register):
+    """Register optimizers of text variables (kind ``text_optimizers``), e.g. TextGrad's TGD: they
+    update text with an LLM guided by textual feedback ("textual gradients"); no tensors involved.
+
+    Contract: ``create(name, parameters, engine, **hp)``.  ``parameters`` are the plugin's text
+    variables: each has a ``.value`` string, a role description, ``requires_grad``, and the
+    feedback that the plugin's ``backward`` attached to it.  ``engine`` is a callable
+    ``engine(prompt, system_prompt=None, **kw) -> str``.  ``zero_grad()`` clears every parameter's
+    feedback; ``step()`` asks ``engine`` once per parameter with feedback (more only under a
+    documented retry policy) for an improved value and sets it.  Rules:
+
+    * the prompt for a parameter contains its current value, its role description and its current
+      feedback (feedback cleared by ``zero_grad()`` is gone from later prompts, unless a documented
+      memory option is switched on); each parameter gets the engine's proposal for it;
+    * a step is atomic: if any reply is malformed (no parsable proposal, under the component's
+      default policy) or the engine raises, ``step()`` raises a clear error and every value and
+      every piece of optimizer state is as it was before the step;
+    * an empty or whitespace-only proposal never becomes a value (an error, or the old value kept
+      under a documented policy);
+    * no parameters, or a parameter with ``requires_grad=False``, is a ``ValueError`` at
+      construction, as is a non-finite, negative or unknown hyperparameter (policy names included);
+      an engine reply that is not a ``str`` is a ``TypeError``.
+
+    :class:`gradkit_core.testing.text_optimizers.TextOptimizerConformance` checks all of it.
+    """
+
+
+@hookspec
 def gradkit_register_unlearners(register):
     """Register machine-unlearning methods (kind ``unlearners``).
 

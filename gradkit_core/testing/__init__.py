@@ -12,7 +12,9 @@ suite needs (see each class's docstring)::
 Each kind's suite lives in the module of the same name, e.g.
 ``gradkit_core.testing.optimizers.OptimizerConformance`` and
 ``gradkit_core.testing.transforms.TransformConformance`` (gradient transforms:
-multi-task aggregators and layer wrappers).
+multi-task aggregators and layer wrappers) and
+``gradkit_core.testing.text_optimizers.TextOptimizerConformance`` (optimizers of text
+variables driven by an LLM engine, e.g. TGD; that module imports nothing heavy).
 
 Importing this package imports nothing heavy; each suite module imports torch.
 """

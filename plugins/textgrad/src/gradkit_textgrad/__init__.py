@@ -31,6 +31,18 @@ def __getattr__(name):
 
 
 @hookimpl
+def gradkit_register_text_optimizers(register):
+    register(
+        "tgd",
+        "gradkit_textgrad.optim:TGD",
+        summary="Textual Gradient Descent: an LLM rewrites each text variable from its textual feedback "
+                "(constraints, in-context examples, gradient memory, momentum, tag-recovery policies)",
+        paper=PAPER,
+        tags=["llm", "text"],
+    )
+
+
+@hookimpl
 def gradkit_register_reproductions(register):
     register(
         "textgrad",
