@@ -45,6 +45,13 @@ class Executor(abc.ABC):
     def describe(self) -> str:
         return f"{self.name} ({self.jobs} job{'s' * (self.jobs != 1)})"
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator["Executor"]:
+        """Keep this executor's workers (a process pool, a Ray instance) alive across the :meth:`map`
+        calls made inside the block, e.g. one map per generation of a QD algorithm.  Outside a session
+        each :meth:`map` starts and stops its own workers."""
+        yield self
+
 
 class SerialExecutor(Executor):
     """In this process, one run after the other."""
@@ -79,18 +86,41 @@ class ProcessExecutor(Executor):
 
     name = "local"
 
+    def __init__(self, jobs: int = 1):
+        super().__init__(jobs)
+        self._pool = None  # the session's pool, if any
+
+    @staticmethod
+    def _new_pool(workers: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    @contextlib.contextmanager
+    def session(self):
+        if self._pool is not None or self.jobs == 1:
+            yield self
+            return
+        self._pool = self._new_pool(self.jobs)
+        try:
+            yield self
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
     def map(self, fn, calls, on_result, on_error):
         if self.jobs == 1 or len(calls) <= 1:
             return SerialExecutor().map(fn, calls, on_result, on_error)
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        ctx = multiprocessing.get_context("spawn")
         todo = list(range(len(calls)))
         tries = {i: 0 for i in todo}
         while todo:
-            pool = ProcessPoolExecutor(max_workers=min(self.jobs, len(todo)), mp_context=ctx)
+            own = self._pool is None  # outside a session: a pool for this map only
+            pool = self._new_pool(min(self.jobs, len(todo))) if own else self._pool
             broken: List[int] = []
             try:
                 futures = {pool.submit(_call, fn, calls[i]): i for i in todo}
@@ -104,9 +134,15 @@ class ProcessExecutor(Executor):
                     (on_result if ok else on_error)(i, value)
             except KeyboardInterrupt:
                 pool.shutdown(wait=False, cancel_futures=True)
+                if not own:
+                    self._pool = None
                 raise
             finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+                if own:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            if broken and not own:  # the session's pool is broken for good: replace it
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool(self.jobs)
             todo = []
             for i in broken:
                 tries[i] += 1
@@ -160,6 +196,11 @@ class RayExecutor(Executor):
         finally:
             if started:
                 ray.shutdown()
+
+    @contextlib.contextmanager
+    def session(self):
+        with self._session():  # the maps inside find Ray running and leave it so
+            yield self
 
     def map(self, fn, calls, on_result, on_error):
         if not calls:

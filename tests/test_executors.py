@@ -65,7 +65,45 @@ def test_missing_ray_says_how_to_install_it(monkeypatch):
         run_many(sweep_fns.seeded_run, TASKS, jobs=2, executor="ray")
 
 
+def _map(ex, fn, calls):
+    got, errors = {}, {}
+    ex.map(fn, calls, got.__setitem__, errors.__setitem__)
+    assert not errors, errors
+    return [got[i] for i in range(len(calls))]
+
+
+def test_a_local_session_keeps_one_pool_across_maps_and_replaces_a_broken_one(tmp_path):
+    ex = executors.ProcessExecutor(2)
+    with ex.session():
+        first = _map(ex, sweep_fns.seeded_run, TASKS[:4])
+        second = _map(ex, sweep_fns.seeded_run, TASKS[2:])
+        assert {r["pid"] for r in second} <= {r["pid"] for r in first}, "the second map reused the workers"
+        pool = ex._pool
+        calls = [dict(t, marker_dir=str(tmp_path)) for t in TASKS[:3]]
+        assert strip(_map(ex, sweep_fns.dies_once, calls)) == strip(first[:3]), "a killed worker's run is retried"
+        assert ex._pool is not pool, "the broken pool was replaced"
+        assert strip(_map(ex, sweep_fns.seeded_run, TASKS[:2])) == strip(first[:2])
+    assert ex._pool is None
+    # outside a session every map has fresh workers
+    a, b = _map(ex, sweep_fns.seeded_run, TASKS[:4]), _map(ex, sweep_fns.seeded_run, TASKS[:4])
+    assert not {r["pid"] for r in a} & {r["pid"] for r in b}
+
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'gradkit-core[ray]')")
+
+
+def test_a_ray_session_starts_ray_once_for_all_maps_and_stops_it_after():
+    here = str(Path(__file__).resolve().parent)
+    ex = executors.RayExecutor(2, init_kwargs={"runtime_env": {"env_vars": {"PYTHONPATH": here}}})
+    assert not ray.is_initialized()
+    with ex.session():
+        assert ray.is_initialized()
+        node = ray.get_runtime_context().get_node_id()
+        first = _map(ex, sweep_fns.seeded_run, TASKS[:3])
+        assert ray.is_initialized() and ray.get_runtime_context().get_node_id() == node, "still the same instance"
+        assert strip(_map(ex, sweep_fns.seeded_run, TASKS[:3])) == strip(first)
+    assert not ray.is_initialized()
+    assert strip(first) == strip(run_many(sweep_fns.seeded_run, TASKS[:3], executor="serial"))
 
 
 @pytest.fixture(scope="module")
