@@ -53,12 +53,27 @@ __all__ = [
 MAX_ENUM_CONFIGS = 4096
 
 
-def _check_finite(name: str, x: torch.Tensor) -> None:
-    if not torch.isfinite(x.detach()).all():
+def _minmax(x: torch.Tensor) -> Tuple[float, float]:
+    """(min, max) of ``x`` as floats, NaN if ``x`` holds a NaN.  One reduction: ``torch.isfinite(x).all()``
+    costs ~6 kernels on CPU, and these checks run at every ``ctx.sample``."""
+    if x.numel() == 0:
+        return 0.0, 0.0
+    lo, hi = torch.aminmax(x.detach())
+    return lo.item(), hi.item()
+
+
+def _finite(lo: float, hi: float) -> bool:
+    return -math.inf < lo and hi < math.inf  # False for NaN
+
+
+def _check_finite(name: str, x: torch.Tensor) -> Tuple[float, float]:
+    lo, hi = _minmax(x)
+    if not _finite(lo, hi):
         raise ValueError(f"{name}: parameters must be finite, got NaN/inf in {tuple(x.shape)} tensor")
+    return lo, hi
 
 
-def _as_tensor(x, name: str, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _to_float_tensor(x, name: str, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         t = x
     elif isinstance(x, (int, float)) and not isinstance(x, bool):
@@ -67,8 +82,21 @@ def _as_tensor(x, name: str, ref: Optional[torch.Tensor] = None) -> torch.Tensor
         raise TypeError(f"{name}: expected a tensor or a float, got {type(x).__name__}")
     if not torch.is_floating_point(t):
         t = t.to(torch.get_default_dtype())
+    return t
+
+
+def _as_tensor(x, name: str, ref: Optional[torch.Tensor] = None) -> torch.Tensor:
+    t = _to_float_tensor(x, name, ref)
     _check_finite(name, t)
     return t
+
+
+def _check_broadcast(name: str, a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if a.shape != b.shape:
+        try:
+            torch.broadcast_shapes(a.shape, b.shape)
+        except RuntimeError as e:
+            raise ValueError(f"{name}: {what} {tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from e
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,6 +118,11 @@ class Primitive:
     event_dims: int = 0
     support: Optional[Callable[..., List[torch.Tensor]]] = None  # enum: values to enumerate
     baseline: Optional[Any] = None
+    #: reparameterised primitives may give ``fast(*params) -> (value, log_prob_fn)``: a sample drawn without
+    #: building a ``torch.distributions`` object, and a thunk for the log-density *of that fresh sample*
+    #: computed from its standard noise (as a hand-written estimator does; same value and gradient as
+    #: ``dist(*params).log_prob(value)``).  Replayed / forced / constrained values use ``dist``.
+    fast: Optional[Callable[..., Tuple[torch.Tensor, Callable[[], torch.Tensor]]]] = None
 
     def sample(self, *params):
         d = self.dist(*params)
@@ -105,21 +138,20 @@ class Primitive:
 def _prep_normal(name):
     def prep(mu, sigma):
         mu = _as_tensor(mu, f"{name} mean")
-        sigma = _as_tensor(sigma, f"{name} std", mu)
-        if (sigma.detach() <= 0).any():
+        sigma = _to_float_tensor(sigma, f"{name} std", mu)
+        lo, _ = _check_finite(f"{name} std", sigma)
+        if lo <= 0:
             raise ValueError(f"{name}: std must be > 0")
-        try:
-            torch.broadcast_shapes(mu.shape, sigma.shape)
-        except RuntimeError as e:
-            raise ValueError(f"{name}: mean {tuple(mu.shape)} and std {tuple(sigma.shape)} do not broadcast") from e
+        _check_broadcast(name, mu, sigma, "mean and std of shapes")
         return mu, sigma
     return prep
 
 
 def _prep_prob(name):
     def prep(p):
-        p = _as_tensor(p, f"{name} probability")
-        if ((p.detach() < 0) | (p.detach() > 1)).any():
+        p = _to_float_tensor(p, f"{name} probability")
+        lo, hi = _check_finite(f"{name} probability", p)
+        if lo < 0 or hi > 1:
             raise ValueError(f"{name}: probability must lie in [0, 1]")
         return (p,)
     return prep
@@ -139,22 +171,24 @@ def _prep_probs(name):
 def _prep_uniform(a=0.0, b=1.0):
     a = _as_tensor(a, "uniform low")
     b = _as_tensor(b, "uniform high", a)
+    _check_broadcast("uniform", a, b, "low and high of shapes")
     if (b.detach() <= a.detach()).any():
         raise ValueError("uniform: high must be > low")
     return a, b
 
 
 def _prep_beta(a, b):
-    a = _as_tensor(a, "beta_implicit concentration1")
-    b = _as_tensor(b, "beta_implicit concentration0", a)
-    if (a.detach() <= 0).any() or (b.detach() <= 0).any():
+    a = _to_float_tensor(a, "beta_implicit concentration1")
+    b = _to_float_tensor(b, "beta_implicit concentration0", a)
+    if _check_finite("beta_implicit concentration1", a)[0] <= 0 or _check_finite("beta_implicit concentration0", b)[0] <= 0:
         raise ValueError("beta_implicit: concentrations must be > 0")
     return a, b
 
 
 def _prep_geom(p):
-    p = _as_tensor(p, "geometric_reinforce probability")
-    if ((p.detach() <= 0) | (p.detach() > 1)).any():
+    p = _to_float_tensor(p, "geometric_reinforce probability")
+    lo, hi = _check_finite("geometric_reinforce probability", p)
+    if lo <= 0 or hi > 1:
         raise ValueError("geometric_reinforce: probability must lie in (0, 1]")
     return (p,)
 
@@ -171,6 +205,23 @@ class _Uniform(_D.Uniform):
     arg_constraints = {}  # low/high may carry gradients; checked in prepare
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _noise_shape(mu, sigma):
+    return mu.shape if mu.shape == sigma.shape else torch.broadcast_shapes(mu.shape, sigma.shape)
+
+
+def _normal_fast(mu, sigma):
+    eps = torch.randn(_noise_shape(mu, sigma), dtype=mu.dtype, device=mu.device)
+    return mu + sigma * eps, lambda: -0.5 * eps ** 2 - sigma.log() - _HALF_LOG_2PI
+
+
+def _mvn_diag_fast(mu, sigma):
+    eps = torch.randn(_noise_shape(mu, sigma), dtype=mu.dtype, device=mu.device)
+    return mu + sigma * eps, lambda: (-0.5 * eps ** 2 - sigma.log()).sum(-1) - eps.shape[-1] * _HALF_LOG_2PI
+
+
 def _mvn_diag(mu, sigma):
     return _D.Independent(_D.Normal(mu, sigma, validate_args=False), 1, validate_args=False)
 
@@ -184,10 +235,11 @@ def _cat_support(probs):
     return [torch.full(probs.shape[:-1], float(c), dtype=probs.dtype) for c in range(k)]
 
 
-normal_reparam = Primitive("normal_reparam", "reparam", _prep_normal("normal_reparam"), _nv(_D.Normal))
+normal_reparam = Primitive("normal_reparam", "reparam", _prep_normal("normal_reparam"), _nv(_D.Normal),
+                           fast=_normal_fast)
 normal_reinforce = Primitive("normal_reinforce", "reinforce", _prep_normal("normal_reinforce"), _nv(_D.Normal))
 mvnormal_diag_reparam = Primitive("mvnormal_diag_reparam", "reparam", _prep_normal("mvnormal_diag_reparam"),
-                                  _mvn_diag, event_dims=1)
+                                  _mvn_diag, event_dims=1, fast=_mvn_diag_fast)
 uniform = Primitive("uniform", "reparam", _prep_uniform, lambda a, b: _Uniform(a, b, validate_args=False))
 beta_implicit = Primitive("beta_implicit", "reparam", _prep_beta, _nv(_D.Beta))  # torch: implicit reparam gradients
 flip_enum = Primitive("flip_enum", "enum", _prep_prob("flip_enum"), lambda p: _D.Bernoulli(probs=p, validate_args=False),
@@ -279,26 +331,28 @@ class Context:
                 v = torch.as_tensor(v, dtype=params[0].dtype)
             lp = prim.log_prob(v, *params)
             scope.setdefault("w_list", []).append(lp)
-            scope["weight"] = scope["weight"] + lp
             scope["choices"][name] = v
             scope.setdefault("lps", {})[name] = lp
             return v
         k = len(self.sites)
-        d = prim.dist(*params)
+        d = lp_fn = None
         if k < len(self._prefix):
             v, fresh = self._prefix[k], False
         elif k == len(self._prefix) and self._forced is not None:
             v, fresh = self._forced, False
         elif prim.estimator == "enum":  # main path: the first value of the support (branches add the rest)
+            d = prim.dist(*params)
             v = prim.support(*params)[0]
             v, fresh = v.expand(torch.broadcast_shapes(v.shape, d.batch_shape)).clone(), True
+        elif prim.fast is not None:
+            (v, lp_fn), fresh = prim.fast(*params), True
         else:
+            d = prim.dist(*params)
             v, fresh = (d.rsample() if prim.estimator == "reparam" else d.sample()), True
         self.sites.append(_Site(prim, params, v, name, fresh))
         if scope is not None:
-            lp = d.log_prob(v)
+            lp = lp_fn() if lp_fn is not None else (d if d is not None else prim.dist(*params)).log_prob(v)
             scope.setdefault("lp_list", []).append(lp)
-            scope["logp"] = scope["logp"] + lp if _bcast(scope["logp"], lp) else scope["logp"]
             if name is not None:
                 scope["choices"][name] = v
                 scope.setdefault("lps", {})[name] = lp
@@ -312,19 +366,19 @@ class Context:
     def simulate(self, program: Callable, *args):
         """Run ``program(ctx, *args)`` inline; return ``(retval, choices, log p(choices))``, the log
         density summed over the sub-program's sites (shape of each site's log-prob, summed by the caller)."""
-        self._scopes.append({"constraints": {}, "choices": {}, "logp": 0.0, "weight": 0.0})
+        self._scopes.append({"constraints": {}, "choices": {}})
         try:
             ret = program(self, *args)
         finally:
             scope = self._scopes.pop()
-        return ret, scope["choices"], scope["logp"]
+        return ret, scope["choices"], _sum_broadcast(scope.get("lp_list", []), "simulate")
 
     def generate(self, program: Callable, constraints: Dict[str, Any], *args):
         """Run ``program`` with the named sites in ``constraints`` fixed to the given values; the other
         sites are sampled (with their estimators).  Returns ``(retval, choices, log_weight)`` with
         ``log_weight`` the log density of the constrained sites (importance weight under the
         program's own prior as proposal)."""
-        self._scopes.append({"constraints": dict(constraints), "choices": {}, "logp": 0.0, "weight": 0.0})
+        self._scopes.append({"constraints": dict(constraints), "choices": {}})
         try:
             ret = program(self, *args)
         finally:
@@ -332,25 +386,30 @@ class Context:
         missing = set(constraints) - set(scope["choices"])
         if missing:
             raise ValueError(f"generate: constrained names {sorted(missing)} were never sampled by the program")
-        return ret, scope["choices"], scope["weight"]
+        return ret, scope["choices"], _sum_broadcast(scope.get("w_list", []), "generate")
 
 
-def _bcast(a, b) -> bool:
-    if not isinstance(a, torch.Tensor):
-        return True
-    try:
-        torch.broadcast_shapes(a.shape, b.shape)
-        return True
-    except RuntimeError:
-        return False
+def _sum_broadcast(lps, what: str):
+    """Sum of site log-densities (broadcasting); ``0.0`` if there are none."""
+    total = 0.0
+    for lp in lps:
+        if isinstance(total, torch.Tensor) and total.shape != lp.shape:
+            try:
+                torch.broadcast_shapes(total.shape, lp.shape)
+            except RuntimeError:
+                raise ValueError(f"{what}: site log-densities of shapes {tuple(total.shape)} and {tuple(lp.shape)} "
+                                 f"do not broadcast; sum event dimensions or use objectives' particle shapes") from None
+        total = lp if isinstance(total, float) else total + lp
+    return total
 
 
 def reduce_logps(lps, shape, what: str = "log density") -> torch.Tensor:
     """Sum site log-densities, each reduced to the particle shape ``shape`` (event dims summed)."""
-    total = torch.zeros(shape)
+    total = None
     for lp in lps:
-        total = total + _sum_to(lp, shape, what)
-    return total
+        t = _sum_to(lp, shape, what)
+        total = t if total is None else total + t
+    return torch.zeros(shape) if total is None else total
 
 
 def _sum_to(x: torch.Tensor, shape: torch.Size, what: str) -> torch.Tensor:
@@ -401,6 +460,8 @@ class Expectation:
         shape = r.shape
         S = r
         V = r.detach()
+        if not ctx.costs and all(s.prim.estimator == "reparam" for s in ctx.sites):
+            return S, V  # nothing to add: gradients flow through the reparameterised samples
         events: List[Tuple[str, int, Any]] = [("site", i, s) for i, s in enumerate(ctx.sites)]
         events += [("cost", c.after, c) for c in ctx.costs]
         # reverse order: a cost added after j sites comes after site j-1 and before site j

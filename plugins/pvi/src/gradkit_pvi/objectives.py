@@ -68,8 +68,8 @@ def marginal(program: Callable, keep: Sequence[str], n: int = 1) -> Marginal:
 
 
 def _scoped(ctx: Context, program, constraints, params):
-    ctx._scopes.append({"constraints": dict(constraints), "choices": {}, "logp": 0.0, "weight": 0.0, "lps": {},
-                        "lp_list": [], "w_list": []})
+    ctx._scopes.append({"constraints": dict(constraints), "choices": {}, "lps": {}, "lp_list": [],
+                        "w_list": []})
     try:
         program(ctx, *params)
     finally:
