@@ -54,3 +54,31 @@ def test_dcgme_sweep_is_the_same_on_every_executor_and_resumes_across_them(ray_i
     assert dcgme_key(finished) == dcgme_key(serial)
     assert all((tmp_path / "a" / "runs" / n).read_text() == t for n, t in kept.items()), "stored runs not rerun"
     assert runs[0].exists(), "the missing run was computed on Ray and stored"
+
+
+def test_dcgme_generations_rolled_out_on_ray_give_the_serial_archive(ray_instance):
+    """Each generation's offspring in 2 chunks on Ray (issue 17): the same archive and replay buffer as
+    in-process evaluation, for PointOmni with random starts (so every chunk must get its seeds right)."""
+    import numpy as np
+    from gradkit_dcgme.algorithm import DCGME
+
+    tiny = dict(n_cells=16, n_init_cvt_samples=1000, init_batch=8, ga_batch=4, pg_batch=4, actor_episodes=4,
+                policy_hidden=(16, 16), critic_hidden=(32, 32), critic_steps=6, pg_steps=3, batch_size=32,
+                replay_size=20_000)
+    env_kwargs = dict(reset_noise_scale=0.3)
+    ref = DCGME("gradkit/PointOmni-v0", seed=5, env_kwargs=env_kwargs, **tiny).learn(2)
+    on_ray = DCGME("gradkit/PointOmni-v0", seed=5, env_kwargs=env_kwargs, jobs=2, executor="ray", **tiny)
+    try:
+        on_ray.learn(2)
+        assert ray.is_initialized(), "the agent used the running instance and left it up"
+    finally:
+        on_ray.close()
+    assert ray.is_initialized(), "closing the agent does not stop a Ray instance it did not start"
+    for a, b in ((ref.archive.genomes, on_ray.archive.genomes), (ref.archive.fitness, on_ray.archive.fitness),
+                 (ref.archive.descriptors, on_ray.archive.descriptors)):
+        np.testing.assert_array_equal(a, b)
+    buf_a, buf_b = ref.buffer.state_dict(), on_ray.buffer.state_dict()
+    for k in buf_a:
+        np.testing.assert_array_equal(buf_a[k], buf_b[k])
+    assert ref.history == on_ray.history
+    ref.close()

@@ -8,6 +8,12 @@ workers, and on a local Ray instance with 1 and with 2 workers. It prints each w
 (Ray 2 workers vs Ray 1 worker, vs the local pool), and the per-run overhead each executor adds,
 measured on a sweep of trivial runs. Ray's start-up (``ray.init``) is timed separately and not counted
 in the sweeps. Needs the ray extra (pip install 'gradkit-core[ray]').
+
+    .venv/bin/python tools/bench_executors.py --qd [--env gradkit/HopperUni-v0] [--batch 32] [--generations 3]
+
+times QD generations instead (needs gradkit-dcgme): MAP-Elites whose offspring rollouts run in this
+process, in 2 chunks on the local pool, and in 2 chunks on a local Ray instance (workers kept up between
+generations), checks the archives are identical, and prints the wall time per generation and the ratios.
 """
 
 from __future__ import annotations
@@ -33,11 +39,49 @@ def trivial(seed: int) -> int:
     return seed
 
 
+def qd(env_id: str, batch: int, generations: int) -> None:
+    import numpy as np
+    import ray
+
+    from gradkit_dcgme.algorithm import MAPElites
+
+    hp = dict(n_cells=64, n_init_cvt_samples=5000, init_batch=batch, ga_batch=batch, policy_hidden=(32, 32))
+    times, archives = {}, {}
+    for label, kw in (("in process", {}), ("local pool, 2 chunks", dict(jobs=2, executor="local")),
+                      ("ray, 2 chunks", dict(jobs=2, executor="ray"))):
+        if label.startswith("ray"):
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        agent = MAPElites(env_id, seed=0, **hp, **kw)
+        agent.learn(1)  # initial batch; starts and warms the workers
+        t0 = time.perf_counter()
+        agent.learn(generations)
+        times[label] = (time.perf_counter() - t0) / generations
+        archives[label] = (agent.archive.fitness.copy(), agent.archive.descriptors.copy())
+        agent.close()
+        if label.startswith("ray"):
+            ray.shutdown()
+    ref = archives["in process"]
+    for label, (f, d) in archives.items():
+        np.testing.assert_array_equal(f, ref[0], err_msg=label)
+        np.testing.assert_array_equal(d, ref[1], err_msg=label)
+    print(f"{env_id}, {batch} offspring per generation, {generations} generations (identical archives):")
+    for k, v in times.items():
+        print(f"  {k:22s} {v:7.2f} s per generation")
+    base = times["in process"]
+    print("ratios to in process: " + ", ".join(f"{k} {v / base:.2f}" for k, v in times.items() if k != "in process"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--work", type=float, default=0.5)
+    ap.add_argument("--qd", action="store_true", help="time QD generations with parallel rollouts instead")
+    ap.add_argument("--env", default="gradkit/HopperUni-v0")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--generations", type=int, default=3)
     args = ap.parse_args()
+    if args.qd:
+        return qd(args.env, args.batch, args.generations)
     import ray
 
     from gradkit_core.results import run_many

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .archive import CVTArchive
-from .evaluation import Evaluator, resolve_env_id
+from .evaluation import Evaluator, ParallelRollouts, resolve_env_id
 from .networks import Actor, PolicyShape, TwinCritic, fold_descriptor, init_genomes, policy_forward
 
 ALGORITHMS = ("dcg-me", "pga-me", "map-elites")
@@ -153,11 +153,18 @@ class QDAgent:
     return of that policy; ``save`` / ``load`` use ``torch.save`` of tensors and plain
     containers, loaded with ``weights_only=True``; ``load`` never imports a module named in the
     file, and a broken file is a ``ValueError`` naming it and the problem.
+
+    Rollouts: with ``jobs=1`` and no ``executor`` (the default) each generation's episodes run in
+    this process.  ``jobs=N`` (and ``executor="local"``, ``"ray"`` with ``address`` for an existing
+    cluster, ``"serial"``, or a :class:`gradkit_core.executors.Executor`) splits them into N chunks
+    run in parallel by the executor's workers, which stay up until :meth:`close`; archives, replay
+    buffers and every result are identical to the in-process ones for the same seed.
     """
 
     algorithm = "dcg-me"
 
-    def __init__(self, env="gradkit/PointOmni-v0", seed: int = 0, env_kwargs: Optional[dict] = None, **hp: Any):
+    def __init__(self, env="gradkit/PointOmni-v0", seed: int = 0, env_kwargs: Optional[dict] = None, *,
+                 jobs: int = 1, executor: Any = None, address: Optional[str] = None, **hp: Any):
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         known = {f.name for f in fields(QDConfig)}
@@ -170,6 +177,11 @@ class QDAgent:
         self.env_kwargs = {**made_kwargs, **(env_kwargs or {})}
         self.seed = int(seed)
         self.evaluator = Evaluator(env_id, self.env_kwargs)
+        # each generation's rollouts: in this process (jobs=1, no executor), or in `jobs` chunks on an
+        # executor (local processes, Ray) -- the same results either way (see ParallelRollouts)
+        self.parallel = None
+        if jobs != 1 or executor is not None:
+            self.parallel = ParallelRollouts(env_id, self.env_kwargs, jobs, executor=executor, address=address)
         ev = self.evaluator
         self.desc_low, self.desc_high = ev.desc_low, ev.desc_high
         self.desc_dim = len(self.desc_low)
@@ -205,8 +217,13 @@ class QDAgent:
     def _seed(self) -> int:
         return int(self.rng.integers(0, 2**31 - 1))
 
+    def _rollout(self, genomes: torch.Tensor, seed: int) -> Dict[str, np.ndarray]:
+        if self.parallel is not None:
+            return self.parallel.rollout(genomes, self.shape, seed)
+        return self.evaluator.rollout(genomes, self.shape, seed)
+
     def _evaluate(self, genomes: torch.Tensor, desc_target: Optional[np.ndarray] = None, insert: bool = True):
-        out = self.evaluator.rollout(genomes, self.shape, self._seed())
+        out = self._rollout(genomes, self._seed())
         added = None
         if insert:
             added = self.archive.add(genomes.numpy(), out["fitness"], out["descriptor"])
@@ -391,7 +408,7 @@ class QDAgent:
             targets = a.check_descriptors(np.atleast_2d(targets), "target descriptor")
         t_n = self.normalize(targets)
         genomes = fold_descriptor(self.actor, torch.as_tensor(t_n, dtype=torch.float32))
-        out = self.evaluator.rollout(genomes, self.shape, self._eval_seed())
+        out = self._rollout(genomes, self._eval_seed())
         fresh = CVTArchive(a.n_cells, a.low, a.high, a.genome_dim, centroids=a.centroids)
         fresh.add(genomes.numpy(), out["fitness"], out["descriptor"])
         err = np.linalg.norm(self.normalize(out["descriptor"]) - t_n, axis=1)
@@ -439,7 +456,7 @@ class QDAgent:
     def evaluate(self, n_episodes: int = 5, descriptor=None) -> Tuple[float, float]:
         """Mean and std return of :meth:`policy_genome` over ``n_episodes`` seeded episodes."""
         g = self.policy_genome(descriptor).expand(int(n_episodes), -1).contiguous()
-        out = self.evaluator.rollout(g, self.shape, self._eval_seed())
+        out = self._rollout(g, self._eval_seed())
         return float(out["fitness"].mean()), float(out["fitness"].std())
 
     # ------------------------------------------------------------------ checkpoints
@@ -529,7 +546,10 @@ class QDAgent:
         return agent
 
     def close(self) -> None:
+        """Close the envs and stop the rollout workers (a local pool or a Ray instance this agent started)."""
         self.evaluator.close()
+        if self.parallel is not None:
+            self.parallel.close()
 
 
 def _verified_env_id(env_id: Any, path) -> str:

@@ -11,7 +11,7 @@ fitness is its return over the valid (pre-termination) steps; its descriptor is 
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import gradkit_locomotion  # noqa: F401  (registers the gradkit/ QD task ids with gymnasium)
 import numpy as np
@@ -115,8 +115,9 @@ class Evaluator:
         """Evaluate B genomes (one episode each).
 
         Returns ``fitness`` (B,), ``descriptor`` (B, d), ``length`` (B,) and the valid transitions
-        ``obs``, ``action``, ``reward``, ``next_obs``, ``terminated`` (stacked over steps), with
-        ``episode`` (index of the genome each transition belongs to).
+        ``obs``, ``action``, ``reward``, ``next_obs``, ``terminated`` (stacked over steps, in
+        (step, episode) order), with ``episode`` (index of the genome each transition belongs to) and
+        ``step`` (its time step).  Episode i starts from the env reset with ``seed + i``.
         """
         B = genomes.shape[0]
         venv = self._venv(B)
@@ -125,9 +126,9 @@ class Evaluator:
         ret = np.zeros(B)
         length = np.zeros(B, dtype=np.int64)
         desc = np.full((B, self.desc_low.shape[0]), np.nan)
-        tr = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "episode")}
+        tr = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "episode", "step")}
         g = genomes.float()
-        for _ in range(self.episode_length):
+        for t in range(self.episode_length):
             act = policy_forward(g, torch.as_tensor(obs, dtype=torch.float32), shape).double().numpy()
             act = np.clip(act, self.act_low, self.act_high)
             next_obs, rew, term, trunc, final = self._step(venv, act, alive, obs)
@@ -140,6 +141,7 @@ class Evaluator:
             tr["next_obs"].append(next_obs[idx])
             tr["terminated"].append(term[idx])
             tr["episode"].append(idx)
+            tr["step"].append(np.full(len(idx), t, dtype=np.int64))
             ret[alive] += rew[alive]
             length[alive] += 1
             done = (term | trunc) & alive
@@ -152,3 +154,77 @@ class Evaluator:
         out = {k: np.concatenate(v) for k, v in tr.items()}
         out.update(fitness=ret, descriptor=desc, length=length)
         return out
+
+
+# ---------------------------------------------------------------------- rollouts on an executor
+_WORKER_EVALUATORS: Dict[tuple, Evaluator] = {}
+
+
+def rollout_chunk(env_id: str, env_kwargs: dict, genomes: np.ndarray, sizes: List[int], seed: int):
+    """One chunk of a generation's rollouts, run by an executor's worker (a module-level function, so
+    workers import it by name).  The worker keeps one :class:`Evaluator` per task, so its envs are made
+    once per worker, not once per generation."""
+    key = (env_id, repr(sorted(env_kwargs.items())))
+    ev = _WORKER_EVALUATORS.get(key)
+    if ev is None:
+        ev = _WORKER_EVALUATORS[key] = Evaluator(env_id, env_kwargs)
+    shape = PolicyShape(sizes[0], sizes[1:-1], sizes[-1])
+    return ev.rollout(torch.from_numpy(genomes), shape, seed)
+
+
+def merge_rollouts(parts: Sequence[Dict[str, np.ndarray]], offsets: Sequence[int]) -> Dict[str, np.ndarray]:
+    """Join the rollouts of consecutive chunks of genomes (chunk c starts at genome ``offsets[c]``) into
+    what one rollout of the whole batch returns: per-episode arrays concatenated, episode indices
+    shifted, and the transitions merged back into (step, episode) order."""
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("fitness", "descriptor", "length")}
+    trans = {k: np.concatenate([p[k] for p in parts])
+             for k in ("obs", "action", "reward", "next_obs", "terminated", "step")}
+    episode = np.concatenate([p["episode"] + off for p, off in zip(parts, offsets)])
+    order = np.lexsort((episode, trans["step"]))
+    out.update({k: v[order] for k, v in trans.items()}, episode=episode[order])
+    return out
+
+
+class ParallelRollouts:
+    """Rolls out a generation's genomes in ``chunks`` contiguous chunks on an executor of
+    :mod:`gradkit_core.executors` (``"local"`` worker processes, ``"ray"``, ``"serial"`` or an
+    ``Executor``).  Chunk c, starting at genome a, resets its episodes with ``seed + a + i`` -- the seeds
+    one rollout of the whole batch uses -- so the result equals :meth:`Evaluator.rollout` on the whole
+    batch (same fitness, descriptors and transitions in the same order), whatever the executor.
+
+    The executor's workers stay up between generations (:meth:`Executor.session`) until :meth:`close`.
+    """
+
+    def __init__(self, env_id: str, env_kwargs: Optional[dict], chunks: int, executor=None,
+                 address: Optional[str] = None):
+        from gradkit_core import executors
+
+        if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)) or chunks < 1:
+            raise ValueError(f"jobs (rollout chunks per generation) must be a positive integer, got {chunks!r}")
+        self.env_id, self.env_kwargs, self.chunks = env_id, dict(env_kwargs or {}), int(chunks)
+        self.executor = executors.make(executor, jobs=self.chunks, address=address)
+        self._session = None
+
+    def rollout(self, genomes: torch.Tensor, shape: PolicyShape, seed: int) -> Dict[str, np.ndarray]:
+        from gradkit_core.executors import ExecutorError
+
+        if self._session is None:
+            self._session = self.executor.session()
+            self._session.__enter__()
+        g = genomes.detach().float().contiguous().numpy()
+        bounds = np.array_split(np.arange(len(g)), min(self.chunks, len(g)))
+        calls = [dict(env_id=self.env_id, env_kwargs=self.env_kwargs, genomes=g[b[0]:b[-1] + 1].copy(),
+                      sizes=list(shape.sizes), seed=int(seed) + int(b[0])) for b in bounds]
+        parts: Dict[int, Dict[str, np.ndarray]] = {}
+        errors: Dict[int, str] = {}
+        self.executor.map(rollout_chunk, calls, parts.__setitem__, errors.__setitem__)
+        if errors:
+            i = min(errors)
+            raise ExecutorError(f"rollout chunk {i} (genomes {bounds[i][0]}..{bounds[i][-1]}, seed {calls[i]['seed']}) "
+                                f"failed on {self.executor.describe()}:\n{errors[i]}")
+        return merge_rollouts([parts[i] for i in range(len(calls))], [int(b[0]) for b in bounds])
+
+    def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            session.__exit__(None, None, None)
