@@ -302,7 +302,7 @@ def test_reduced_claims_rfn_balances_gradient_and_tri_factor_beats_raw_sum():
 def test_quick_reproduction_runs_and_decides_its_claims():
     from gradkit_quark.reproduce import run
     res = run(quick=True, progress=False)
-    assert len(res.rows) == 7 and len(res.claims) == 9
+    assert len(res.rows) == 10 and len(res.claims) == 12
     claims = {c.text.split(":")[0]: c.passed for c in res.claims}
     assert claims["protocol"]
     assert res.claims[1].passed and res.claims[2].passed   # raw-sum domination, RFN balances the gradient
@@ -317,3 +317,99 @@ def test_a_call_that_fails_after_updating_statistics_rolls_them_back():
     after = agg.state_dict()["weighting"]
     assert all(torch.equal(v, after[k]) if isinstance(v, torch.Tensor) else v == after[k]
                for k, v in before["weighting"].items())
+
+
+# ------------------------------------------------------------------------------------------------ safety options
+def test_violation_rate_risk_is_proportional_to_the_running_violation_rate_hand_computed():
+    agg = MultiObjectiveReward(("a", "s"), normalizer="raw", weighting="tri-factor", factors=("risk",),
+                               risk="violation-rate", rho=2.0, stat_beta=0.5, ema=0.0, safety=["s"])
+    with pytest.raises(ValueError, match="no reference violation rate"):
+        agg([[1.0, 0.0], [0.0, -1.0]])
+    agg.fit_reference([[0.0, 0.0], [0.0, -1.0], [0.0, 0.0], [0.0, 0.0]])       # v_ref = 1/4
+    assert torch.allclose(agg.weighting.reference_rate[1], torch.tensor(0.25, dtype=torch.float64))
+    agg([[0.0, -1.0], [0.0, -5.0], [0.0, 0.0], [0.0, 0.0]])                   # v = 1/2 -> R_s = 1 + 2 * 2 = 5
+    assert torch.allclose(agg.weights(), torch.tensor([1 / 6, 5 / 6], dtype=torch.float64))
+    agg([[0.0, 0.0]] * 4)                                                      # v = 0.5 * 0.5 + 0.5 * 0 -> R_s = 3
+    assert torch.allclose(agg.weights(), torch.tensor([1 / 4, 3 / 4], dtype=torch.float64))
+    for _ in range(40):                                                        # no more violations: R_s -> 1
+        agg([[0.0, 0.0]] * 4)
+    assert torch.allclose(agg.weights(), torch.tensor([0.5, 0.5], dtype=torch.float64), atol=1e-9)
+    # the indicator risk does not react to violations at all
+    ind = MultiObjectiveReward(("a", "s"), normalizer="raw", weighting="tri-factor", factors=("risk",), rho=2.0,
+                               safety=["s"])
+    ind([[0.0, -1.0], [0.0, -5.0], [0.0, 0.0], [0.0, 0.0]])
+    assert torch.allclose(ind.weights(), torch.tensor([1 / 4, 3 / 4], dtype=torch.float64))
+    # a reference without violations counts as one in N_ref; the threshold is violation_below
+    z = MultiObjectiveReward(("a", "s"), normalizer="rfn", weighting="tri-factor", risk="violation-rate",
+                             safety=["s"], violation_below=-2.0)
+    z.fit_reference([[0.0, -1.0], [1.0, 0.0], [2.0, -1.5], [3.0, 0.0], [4.0, -1.0]])
+    assert torch.allclose(z.weighting.reference_rate[1], torch.tensor(0.2, dtype=torch.float64))
+    assert z.violations(torch.tensor([[0.0, -1.9], [0.0, -2.1]], dtype=torch.float64))[:, 1].tolist() == [False, True]
+    with pytest.raises(ValueError, match="frozen"):
+        z.fit_reference([[0.0, -3.0], [1.0, 0.0]])
+
+
+def test_hard_safety_gate_ranks_every_violating_sample_below_every_safe_one_hand_computed():
+    kw = dict(normalizer="raw", weighting="fixed", weights=[1.0, 1.0], safety=["s"])
+    r = torch.tensor([[3.0, 0.0], [5.0, -1.0], [1.0, 0.0], [2.0, -2.0]], dtype=torch.float64)
+    assert torch.equal(MultiObjectiveReward(("a", "s"), **kw)(r), torch.tensor([3.0, 4.0, 1.0, 0.0],
+                                                                               dtype=torch.float64))
+    gate = MultiObjectiveReward(("a", "s"), safety_gate=True, gate_margin=0.5, **kw)
+    out = gate(r)             # safe minimum 1 -> cap 0.5: 4 -> 0.5, 0 stays 0
+    assert torch.equal(out, torch.tensor([3.0, 0.5, 1.0, 0.0], dtype=torch.float64))
+    assert gate.last_gated.tolist() == [False, True, False, True]
+    assert torch.allclose(gate.last_contributions.sum(1), out)
+    assert gate.last_contributions[1].tolist() == [5.0, -4.5]        # the shift is booked on the safety column
+    # all samples violate: nothing to rank against, rewards unchanged
+    allv = torch.tensor([[3.0, -1.0], [5.0, -1.0]], dtype=torch.float64)
+    assert torch.equal(gate(allv), allv.sum(1))
+    # with group normalization the gate acts first, per batch
+    g = MultiObjectiveReward(("a", "s"), safety_gate=True, gate_margin=0.5, group_size=2, eps=1e-12, **kw)
+    out = g(r).view(2, 2)
+    assert torch.allclose(out, torch.tensor([[1.0, -1.0], [1.0, -1.0]], dtype=torch.float64))
+    with pytest.raises(ValueError, match="safety objective"):
+        MultiObjectiveReward(("a", "s"), safety_gate=True)
+    with pytest.raises(ValueError, match="safety objective"):
+        MultiObjectiveReward(("a", "s"), weighting="tri-factor", risk="violation-rate")
+    with pytest.raises(ValueError, match="unknown risk"):
+        MultiObjectiveReward(("a", "s"), weighting="tri-factor", risk="rate", safety=["s"])
+    with pytest.raises(ValueError, match="tri-factor"):
+        MultiObjectiveReward(("a", "s"), risk="violation-rate", safety=["s"])
+    for bad in (dict(gate_margin=0.0), dict(gate_margin=float("nan")), dict(violation_below=float("inf"))):
+        with pytest.raises(ValueError):
+            MultiObjectiveReward(("a", "s"), safety_gate=True, safety=["s"], **bad)
+    with pytest.raises(TypeError):
+        MultiObjectiveReward(("a", "s"), safety_gate=1, safety=["s"])
+
+
+def test_failed_call_rolls_back_the_violation_rate():
+    agg = gk.create("tri-factor", objectives=OBJ3, safety=["c"], risk="violation-rate")
+    agg.fit_reference(torch.tensor([[0.0, 1.0, -1.0], [1.0, 0.0, 0.0], [2.0, 1.0, 0.0]]))
+    agg(torch.tensor([[0.0, 1.0, -1.0], [1.0, 0.0, 0.0]]))
+    before = agg.weighting.violation_rate.clone()
+    with pytest.raises(ValueError, match="non-finite"):
+        agg(torch.tensor([[0.0, 1.0, -1.0], [1.0, float("nan"), -1.0]]))
+    assert torch.equal(agg.weighting.violation_rate, before)
+
+
+# ------------------------------------------------------------------------------------------------ trl parity
+def test_group_norm_with_fixed_weights_equals_trl_grpo_trainer_advantages():
+    """trl's GRPOTrainer itself (a tiny Llama from a config): five reward functions with reward_weights give the same
+    advantages as gradkit's group-norm + fixed weights with trl's conventions (unbiased group std, eps 1e-4)."""
+    pytest.importorskip("trl")
+    from gradkit_quark.bench import parity
+    assert parity(0) < 1e-5
+    assert parity(1) < 1e-5
+
+
+def test_trl_parity_needs_trl_conventions():
+    """Guard that the parity above is not vacuous: gradkit's default group std (population, eps 1e-8) differs."""
+    r = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    a = MultiObjectiveReward(("x", "y"), normalizer="raw", weighting="fixed", weights=[1.0, 2.0], group_size=8)(r)
+    b = MultiObjectiveReward(("x", "y"), normalizer="raw", weighting="fixed", weights=[1.0, 2.0], group_size=8,
+                             group_std="unbiased", eps=1e-4)(r)
+    s = (r[:, 0] + 2 * r[:, 1]).view(2, 8)
+    want = ((s - s.mean(1, keepdim=True)) / (s.std(1, keepdim=True) + 1e-4)).flatten()   # torch std: Bessel
+    assert torch.allclose(b, want) and not torch.allclose(a, b, atol=1e-3)
+    with pytest.raises(ValueError, match="group_std"):
+        MultiObjectiveReward(("x", "y"), group_std="sample", group_size=8)

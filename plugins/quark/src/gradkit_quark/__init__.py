@@ -34,7 +34,19 @@ def gradkit_register_reproductions(register):
         "quark",
         "gradkit_quark.reproduce:run",
         summary="multi-objective GRPO on a factorized categorical policy: rewards of mismatched scales, a "
-                "redundant one and a rare safety penalty; RFN / Tri-Factor vs raw sum, group norm, batch "
-                "z-score, PopArt, fixed weights",
+                "redundant one and a rare safety penalty; RFN / Tri-Factor (+ violation-rate risk, hard safety "
+                "gate) vs raw sum, group norm, batch z-score, PopArt, fixed weights, PCGrad",
+        paper=PAPER,
+    )
+
+
+@hookimpl
+def gradkit_register_benchmarks(register):
+    register(
+        "quark",
+        "gradkit_quark.bench:run",
+        summary="RFN / Tri-Factor vs trl 1.16 GRPOTrainer's multi-reward aggregation (reward_weights, "
+                "normalize_then_sum) inside the same trainer: worst-objective and CPU-per-step ratios; parity of "
+                "group-norm + fixed weights with trl's advantages",
         paper=PAPER,
     )

@@ -218,7 +218,7 @@ class Weighting(abc.ABC):
     def __init__(self, k: int):
         self.k = k
 
-    def update(self, r_hat: Tensor) -> None:
+    def update(self, r_hat: Tensor, violations: Optional[Tensor] = None) -> None:
         pass
 
     @abc.abstractmethod
@@ -261,7 +261,12 @@ class TriFactorWeighting(Weighting):
     variance <= ``eps``).  Then
 
     * weakness ``W_k = exp(-kappa * S_k)``: objectives lagging behind the reference get more weight;
-    * risk ``R_k = 1 + rho * [k in safety]``;
+    * risk, ``risk="indicator"`` (default): ``R_k = 1 + rho * [k in safety]``; ``risk="violation-rate"``:
+      ``R_k = 1 + rho * [k in safety] * v_k / max(v_k_ref, 1 / N_ref)``, proportional to the running (EMA,
+      ``stat_beta``) violation rate ``v_k`` of safety objective k, relative to its rate ``v_k_ref`` under the frozen
+      reference policy (``N_ref`` reference rollouts; a reference without violations counts as one in ``N_ref``):
+      ``1 + rho`` while the policy violates as often as the reference, ``-> 1`` as violations vanish, above
+      ``1 + rho`` when it violates more often;
     * redundancy ``D_k = 1 / (1 + sum_{j != k} max(0, corr_kj))``: positively correlated objectives share weight;
 
     ``w_new = W R D / sum(W R D)`` and ``w <- ema * w + (1 - ema) * w_new`` (``w = w_new`` on the first update);
@@ -269,11 +274,15 @@ class TriFactorWeighting(Weighting):
     """
 
     name = "tri-factor"
+    RISKS = ("indicator", "violation-rate")
 
     def __init__(self, k: int, *, safety_mask: Optional[Sequence[bool]] = None, kappa: float = 1.0,
                  rho: float = 1.0, ema: float = 0.9, stat_beta: float = 0.9, eps: float = 1e-8,
-                 factors: Sequence[str] = ("weakness", "risk", "redundancy")):
+                 factors: Sequence[str] = ("weakness", "risk", "redundancy"), risk: str = "indicator"):
         super().__init__(k)
+        if risk not in self.RISKS:
+            raise ValueError(f"unknown risk {risk!r}; expected one of {self.RISKS}")
+        self.risk_mode = risk
         self.kappa = _finite_number("kappa", kappa, low=0.0)
         self.rho = _finite_number("rho", rho, low=0.0)
         self.ema = _finite_number("ema", ema, low=0.0, high=1.0, high_open=True)
@@ -288,6 +297,10 @@ class TriFactorWeighting(Weighting):
         if mask.dtype != torch.bool or mask.shape != (k,):
             raise ValueError(f"safety_mask must be {k} booleans (one per objective), got {safety_mask!r}")
         self.safety_mask = mask
+        if risk == "violation-rate" and not bool(mask.any()):
+            raise ValueError("risk='violation-rate' needs at least one safety objective (safety=[...])")
+        self.violation_rate: Optional[Tensor] = None   # v_k, running
+        self.reference_rate: Optional[Tensor] = None   # max(v_k_ref, 1/N_ref)
         self.mean: Optional[Tensor] = None      # S_k
         self.second: Optional[Tensor] = None    # E[r_hat r_hat^T]
         self._w = torch.full((k,), 1.0 / k, dtype=torch.float64)
@@ -312,15 +325,39 @@ class TriFactorWeighting(Weighting):
         s = torch.zeros(self.k, dtype=torch.float64) if self.mean is None else self.mean
         return torch.exp(-self.kappa * s)
 
+    @property
+    def needs_reference(self) -> bool:
+        return self.risk_mode == "violation-rate"
+
+    def fit_reference(self, violations: Tensor) -> None:
+        """Reference violation rates from the ``(N, K)`` violation mask of the frozen reference policy's rollouts."""
+        n = violations.shape[0]
+        self.reference_rate = violations.to(torch.float64).mean(0).clamp_min(1.0 / n)
+
     def risk(self) -> Tensor:
-        return 1.0 + self.rho * self.safety_mask.to(torch.float64)
+        s = self.safety_mask.to(torch.float64)
+        if self.risk_mode == "indicator":
+            return 1.0 + self.rho * s
+        if self.reference_rate is None:
+            raise ValueError("risk='violation-rate' has no reference violation rate yet: call fit_reference(...) "
+                             "with rewards of the frozen reference policy first")
+        v = torch.zeros(self.k, dtype=torch.float64) if self.violation_rate is None else self.violation_rate
+        return 1.0 + self.rho * s * v / self.reference_rate
 
     def redundancy(self) -> Tensor:
         c = self.correlation().clamp_min(0.0)
         off = c.sum(1) - c.diagonal()
         return 1.0 / (1.0 + off)
 
-    def update(self, r_hat: Tensor) -> None:
+    def update(self, r_hat: Tensor, violations: Optional[Tensor] = None) -> None:
+        if self.risk_mode == "violation-rate":
+            if violations is None:
+                raise ValueError("risk='violation-rate' needs the batch's (B, K) violation mask")
+            if self.reference_rate is None:
+                self.risk()   # raises the clear error
+            v_b = violations.to(torch.float64).mean(0)
+            self.violation_rate = v_b if self.violation_rate is None else \
+                self.stat_beta * self.violation_rate + (1 - self.stat_beta) * v_b
         m_b = r_hat.mean(0)
         s_b = r_hat.T @ r_hat / r_hat.shape[0]
         if self.mean is None:
@@ -344,11 +381,14 @@ class TriFactorWeighting(Weighting):
         return self._w.clone()
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"mean": self.mean, "second": self.second, "w": self._w, "n_updates": self.n_updates}
+        return {"mean": self.mean, "second": self.second, "w": self._w, "n_updates": self.n_updates,
+                "violation_rate": self.violation_rate, "reference_rate": self.reference_rate}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.mean, self.second, self._w = state["mean"], state["second"], state["w"]
         self.n_updates = int(state["n_updates"])
+        self.violation_rate = state.get("violation_rate")
+        self.reference_rate = state.get("reference_rate")
 
 
 # ---------------------------------------------------------------------------------------------- aggregator
@@ -360,7 +400,16 @@ class MultiObjectiveReward:
     ``normalizer``: ``"raw" | "rfn" | "batch-zscore" | "popart"``; ``weighting``: ``"equal" | "fixed" |
     "tri-factor"`` (``weights`` for ``fixed``; ``safety`` names the safety objectives for the risk factor);
     ``group_size``: GRPO group normalization of the weighted sum over consecutive groups of that size
-    (``(R - mean_g) / (std_g + eps)``).
+    (``(R - mean_g) / (std_g + eps)``; ``group_std="unbiased"`` divides by the Bessel-corrected std instead of
+    the population one, as ``trl``'s ``GRPOTrainer`` does, with ``eps=1e-4`` for trl's constant).
+
+    Safety: a sample *violates* safety objective k when its raw reward is below ``violation_below`` (default 0:
+    safety rewards are penalties).  ``risk="violation-rate"`` makes Tri-Factor's risk factor proportional to the
+    running violation rate (see :class:`TriFactorWeighting`).  ``safety_gate=True`` is the hard safety gate: a
+    violating sample's aggregated reward becomes ``min(R_i, m - gate_margin)``, ``m`` the smallest reward of the
+    batch's non-violating samples, so every violating sample ranks strictly below every safe one (applied before
+    the group normalization; the shift is booked on the first violated safety objective's contribution, and
+    ``last_gated`` marks the gated samples).
 
     After a call, ``last_normalized`` (B, K), ``last_weights`` (K) and ``last_contributions`` (B, K, rows summing
     to the returned rewards) hold what was computed.  A call that raises leaves every running statistic as it
@@ -372,7 +421,9 @@ class MultiObjectiveReward:
                  reward_fns: Optional[Mapping[str, Callable[[Any], Any]]] = None, group_size: Optional[int] = None,
                  clip: float = 5.0, eps: float = 1e-8, popart_beta: float = 0.99, kappa: float = 1.0,
                  rho: float = 1.0, ema: float = 0.9, stat_beta: float = 0.9,
-                 factors: Sequence[str] = ("weakness", "risk", "redundancy")):
+                 factors: Sequence[str] = ("weakness", "risk", "redundancy"), risk: str = "indicator",
+                 safety_gate: bool = False, gate_margin: float = 1.0, violation_below: float = 0.0,
+                 group_std: str = "population"):
         if isinstance(objectives, str) or not isinstance(objectives, Sequence):
             raise TypeError(f"objectives must be a sequence of names, got {objectives!r}")
         objectives = tuple(objectives)
@@ -397,7 +448,20 @@ class MultiObjectiveReward:
                                        or group_size < 2):
             raise ValueError(f"group_size must be an integer >= 2 (or None), got {group_size!r}")
         self.group_size = group_size
+        if group_std not in ("population", "unbiased"):
+            raise ValueError(f"group_std must be 'population' or 'unbiased', got {group_std!r}")
+        if group_std == "unbiased" and group_size is None:
+            raise ValueError("group_std only applies with group_size (GRPO group normalization)")
+        self.group_std = group_std
         self.eps = _finite_number("eps", eps, low=0.0, low_open=True)
+        if not isinstance(safety_gate, bool):
+            raise TypeError(f"safety_gate must be True or False, got {safety_gate!r}")
+        if safety_gate and not self.safety:
+            raise ValueError("safety_gate=True needs at least one safety objective (safety=[...])")
+        self.safety_gate = safety_gate
+        self.gate_margin = _finite_number("gate_margin", gate_margin, low=0.0, low_open=True)
+        self.violation_below = _finite_number("violation_below", violation_below)
+        self._safety_idx = [objectives.index(o) for o in self.safety]
         if normalizer == "raw":
             self.normalizer: Normalizer = RawNormalizer(k)
         elif normalizer == "rfn":
@@ -425,10 +489,13 @@ class MultiObjectiveReward:
                 raise ValueError("weights are only used with weighting='fixed'")
             mask = [o in self.safety for o in objectives]
             self.weighting = TriFactorWeighting(k, safety_mask=mask, kappa=kappa, rho=rho, ema=ema,
-                                                stat_beta=stat_beta, eps=eps, factors=factors)
+                                                stat_beta=stat_beta, eps=eps, factors=factors, risk=risk)
         else:
             raise ValueError(f"unknown weighting {weighting!r}; expected 'equal', 'fixed' or 'tri-factor'")
+        if risk != "indicator" and weighting != "tri-factor":
+            raise ValueError(f"risk={risk!r} is an option of weighting='tri-factor' only")
         self.version = VERSION
+        self.last_gated: Optional[Tensor] = None
         self.last_normalized: Optional[Tensor] = None
         self.last_weights: Optional[Tensor] = None
         self.last_contributions: Optional[Tensor] = None
@@ -436,7 +503,14 @@ class MultiObjectiveReward:
     # ------------------------------------------------------------------ attributes of the running state
     @property
     def needs_reference(self) -> bool:
-        return self.normalizer.needs_reference
+        return self.normalizer.needs_reference or getattr(self.weighting, "needs_reference", False)
+
+    def violations(self, r: Tensor) -> Tensor:
+        """``(B, K)`` bool: sample b violates safety objective k (raw reward below ``violation_below``)."""
+        v = torch.zeros(r.shape, dtype=torch.bool)
+        if self._safety_idx:
+            v[:, self._safety_idx] = r[:, self._safety_idx] < self.violation_below
+        return v
 
     @property
     def mu(self) -> Optional[Tensor]:
@@ -451,7 +525,10 @@ class MultiObjectiveReward:
 
     def config(self) -> Dict[str, Any]:
         return {"version": self.version, "objectives": list(self.objectives), "normalizer": self.normalizer.name,
-                "weighting": self.weighting.name, "group_size": self.group_size, "safety": list(self.safety)}
+                "weighting": self.weighting.name, "group_size": self.group_size, "group_std": self.group_std,
+                "safety": list(self.safety), "risk": getattr(self.weighting, "risk_mode", None),
+                "safety_gate": self.safety_gate, "gate_margin": self.gate_margin,
+                "violation_below": self.violation_below}
 
     # ------------------------------------------------------------------ rewards
     def reward_matrix(self, batch: Any) -> Tensor:
@@ -476,11 +553,22 @@ class MultiObjectiveReward:
         return torch.stack(cols, 1)
 
     def fit_reference(self, batch: Any, *, refit: bool = False) -> "MultiObjectiveReward":
-        """Fit RFN's frozen statistics on rewards (or samples) of the frozen reference policy."""
+        """Fit the frozen reference statistics (RFN's mu, sigma; the reference violation rates of
+        ``risk="violation-rate"``) on rewards (or samples) of the frozen reference policy."""
         if not self.needs_reference:
             raise ValueError(f"normalizer {self.normalizer.name!r} takes no reference statistics "
-                             "(only 'rfn' does)")
-        self.normalizer.fit(self.reward_matrix(batch), refit=refit)
+                             "(only 'rfn' and the tri-factor risk='violation-rate' do)")
+        r = self.reward_matrix(batch)
+        if r.shape[0] < 2:
+            raise ValueError(f"reference statistics need at least 2 reference rollouts, got {r.shape[0]}")
+        w = self.weighting
+        if getattr(w, "needs_reference", False) and w.reference_rate is not None and not refit:
+            raise ValueError("reference statistics are frozen after the reference phase; pass refit=True to "
+                             "replace them with a new reference policy's statistics")
+        if self.normalizer.needs_reference:
+            self.normalizer.fit(r, refit=refit)
+        if getattr(w, "needs_reference", False):
+            w.fit_reference(self.violations(r))
         return self
 
     def __call__(self, batch: Any) -> Tensor:
@@ -490,15 +578,27 @@ class MultiObjectiveReward:
             raise ValueError(f"batch of {b} samples is not a whole number of groups of {self.group_size}")
         snapshot = (copy.deepcopy(self.normalizer.state_dict()), copy.deepcopy(self.weighting.state_dict()))
         try:
+            viol = self.violations(r)
             r_hat = self.normalizer.transform(r, update=True)
-            self.weighting.update(r_hat)
+            self.weighting.update(r_hat, viol)
             w = self.weighting.weights()
             contrib = r_hat * w
             out = contrib.sum(1)
+            gated = viol.any(1)
+            if self.safety_gate and gated.any():
+                if (~gated).any():
+                    cap = out[~gated].min() - self.gate_margin
+                    new = torch.where(gated, torch.minimum(out, cap), out)
+                    col = torch.tensor(self._safety_idx)[viol[:, self._safety_idx].to(torch.int8).argmax(1)]
+                    contrib = contrib.clone()
+                    contrib[torch.arange(b), col] += new - out       # zero for safe samples
+                    out = new
+            if not self.safety_gate:
+                gated = torch.zeros(b, dtype=torch.bool)
             if self.group_size is not None:
                 g = self.group_size
                 og = out.view(-1, g)
-                scale = og.std(1, unbiased=False, keepdim=True) + self.eps
+                scale = og.std(1, unbiased=self.group_std == "unbiased", keepdim=True) + self.eps
                 cg = contrib.view(-1, g, contrib.shape[1])
                 contrib = ((cg - cg.mean(1, keepdim=True)) / scale.unsqueeze(-1)).reshape(b, -1)
                 out = ((og - og.mean(1, keepdim=True)) / scale).reshape(b)
@@ -509,6 +609,7 @@ class MultiObjectiveReward:
             self.weighting.load_state_dict(snapshot[1])
             raise
         self.last_normalized, self.last_weights, self.last_contributions = r_hat, w, contrib
+        self.last_gated = gated
         return out
 
     def state_dict(self) -> Dict[str, Any]:

@@ -74,7 +74,45 @@ def make_aggregator(method: str, group_size: int) -> MultiObjectiveReward:
         return MultiObjectiveReward(OBJECTIVES, normalizer="rfn", weighting="equal")
     if method == "tri-factor":
         return MultiObjectiveReward(OBJECTIVES, normalizer="rfn", weighting="tri-factor", safety=SAFETY)
+    if method == "tri-factor-vr":       # risk factor proportional to the violation rate
+        return MultiObjectiveReward(OBJECTIVES, normalizer="rfn", weighting="tri-factor", safety=SAFETY,
+                                    risk="violation-rate")
+    if method == "tri-factor-gate":     # + the hard safety gate
+        return MultiObjectiveReward(OBJECTIVES, normalizer="rfn", weighting="tri-factor", safety=SAFETY,
+                                    safety_gate=True)
+    if method == "rfn-gate":
+        return MultiObjectiveReward(OBJECTIVES, normalizer="rfn", weighting="equal", safety=SAFETY, safety_gate=True)
+    if method in GRADIENT_TRANSFORMS:   # RFN-normalized objectives, combined by a gradient transform
+        return MultiObjectiveReward(OBJECTIVES, normalizer="rfn", weighting="equal")
     raise ValueError(f"unknown method {method!r}")
+
+
+#: methods that combine the per-objective policy gradients with a registered ``transforms`` component (gcond
+#: plugin) instead of summing them: ``method -> transform name``
+GRADIENT_TRANSFORMS = {"pcgrad": "pcgrad"}
+
+
+class LogitPolicy(torch.nn.Module):
+    """The factorized categorical policy as a module: ``forward(x)`` is ``log pi(x)`` per sequence ``(n,)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(L, V))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.logits, -1).gather(1, x.T).sum(0)
+
+
+def transform_for(method: str, policy: LogitPolicy, seed: int):
+    """The registered gradient transform of ``method`` (e.g. ``pcgrad`` from the gcond plugin) over the K
+    objectives' policy-gradient surrogates ``-mean_b(adv[b, k] * log pi(x_b))`` (data: ``(x, adv)``)."""
+    import gradkit_core as gk
+
+    def surrogate(k):
+        return lambda out, adv: -(adv[:, k].to(out.dtype) * out).mean()
+
+    return gk.create(GRADIENT_TRANSFORMS[method], policy, loss_fns={o: surrogate(k) for k, o in enumerate(OBJECTIVES)},
+                     accumulation_steps=1, seed=seed)
 
 
 @lru_cache(maxsize=4)
@@ -85,15 +123,25 @@ def reference_stats(n: int = 200_000, seed: int = 12345):
     return r.mean(0), r.std(0, unbiased=False)
 
 
+def objective_advantages(agg: MultiObjectiveReward, r: torch.Tensor, groups: int, group_size: int) -> torch.Tensor:
+    """``(B, K)``: objective k's part of the aggregated reward, centred within each group (``agg`` is called)."""
+    agg(r)
+    return last_advantages(agg, groups, group_size)
+
+
+def last_advantages(agg: MultiObjectiveReward, groups: int, group_size: int) -> torch.Tensor:
+    """The group-centred per-objective contributions of ``agg``'s last call, ``(B, K)``."""
+    c = agg.last_contributions.view(groups, group_size, -1)
+    return (c - c.mean(1, keepdim=True)).reshape(groups * group_size, -1)
+
+
 def objective_gradients(agg: MultiObjectiveReward, logits: torch.Tensor, x: torch.Tensor, r: torch.Tensor,
                         groups: int, group_size: int) -> torch.Tensor:
     """Per-objective policy-gradient ascent directions ``(K, L, V)`` of one GRPO batch: objective k's part of
     the aggregated reward, centred within each group, times the score ``d log pi(x) / d logits``; they sum to
     the full GRPO gradient (``agg`` is called, so its running statistics advance)."""
     b = x.shape[0]
-    agg(r)
-    c = agg.last_contributions.view(groups, group_size, -1)
-    adv_k = (c - c.mean(1, keepdim=True)).reshape(b, -1)
+    adv_k = objective_advantages(agg, r, groups, group_size)
     probs = torch.softmax(logits, -1).double()
     score = torch.nn.functional.one_hot(x, V).double() - probs
     return torch.einsum("bk,blv->klv", adv_k, score) / b
@@ -121,9 +169,11 @@ def train(method: str, lr: float, seed: int, *, iters: int = 200, groups: int = 
     over its first tenth, at least 5 iterations: once the policy has converged only noise is left to share)"""
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.zeros(L, V, requires_grad=True)
+    policy = LogitPolicy()
+    logits = policy.logits
     opt = torch.optim.Adam([logits], lr=lr)
     agg = make_aggregator(method, group_size)
+    transform = transform_for(method, policy, seed) if method in GRADIENT_TRANSFORMS else None
     if agg.needs_reference:  # RFN: statistics of N_cal rollouts of the frozen reference (= initial) policy
         with torch.no_grad():
             agg.fit_reference(rewards(sample(logits.detach(), n_cal, gen), gen))
@@ -150,7 +200,11 @@ def train(method: str, lr: float, seed: int, *, iters: int = 200, groups: int = 
                 share_early += share
             viol = float((r[:, 1] < 0).double().mean())
             viol_sum += viol
-        logits.grad = -g_k.sum(0).float()
+        if transform is None:
+            logits.grad = -g_k.sum(0).float()
+        else:   # the same per-objective advantages, combined by the transform (it writes logits.grad)
+            adv = last_advantages(agg, groups, group_size)
+            transform.step(lambda: (x, adv))
         opt.step()
         if it % curve_every == 0 or it == iters - 1:
             with torch.no_grad():
