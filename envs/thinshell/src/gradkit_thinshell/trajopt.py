@@ -147,6 +147,22 @@ def cmaes_then_grad(task: Task, budget: int = 200, cma_fraction: float = 0.5, n_
     return TrajOptResult("cma-es+gradient", acts, best, hist, c.rollouts + g.rollouts, c.failures + g.failures)
 
 
+def _fit_setup(task: Task, observed: List[torch.Tensor], name: str, init: float, actions):
+    """The checks and defaults both parameter fits share: ``(sim, parameter index, actions)``."""
+    from .sim import PARAM_NAMES
+
+    sim = task.sim
+    if name not in PARAM_NAMES:
+        raise ValueError(f"unknown parameter {name!r}; expected one of {PARAM_NAMES}")
+    if not (isinstance(init, (int, float)) and 0 < init < math.inf):
+        raise ValueError(f"initial guess for {name} must be a positive finite number, got {init!r}")
+    if not all(torch.isfinite(o.detach()).all() for o in observed):
+        raise ValueError("observed trajectory contains NaN or inf")
+    if actions is None:
+        actions = torch.zeros(len(observed) - 1, len(sim.scene.pads), 3, dtype=DTYPE)
+    return sim, PARAM_NAMES.index(name), actions
+
+
 def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: float, state=None, actions=None,
                   max_evals: int = 20, lo: float = 1e-4, hi: float = 1e4,
                   observe: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
@@ -160,19 +176,7 @@ def fit_parameter(task: Task, observed: List[torch.Tensor], name: str, init: flo
     """
     from scipy.optimize import minimize
 
-    from .sim import PARAM_NAMES
-
-    sim = task.sim
-    if name not in PARAM_NAMES:
-        raise ValueError(f"unknown parameter {name!r}; expected one of {PARAM_NAMES}")
-    if not (isinstance(init, (int, float)) and 0 < init < math.inf):
-        raise ValueError(f"initial guess for {name} must be a positive finite number, got {init!r}")
-    if not all(torch.isfinite(o.detach()).all() for o in observed):
-        raise ValueError("observed trajectory contains NaN or inf")
-    i = PARAM_NAMES.index(name)
-    T = len(observed) - 1
-    if actions is None:
-        actions = torch.zeros(T, len(sim.scene.pads), 3, dtype=DTYPE)
+    sim, i, actions = _fit_setup(task, observed, name, init, actions)
     obs_fn = (lambda x: x) if observe is None else observe
     obs = torch.stack([o.detach() for o in observed])
     scale = float((obs - obs[0]).abs().max()) + 1e-12
@@ -204,19 +208,7 @@ def fit_parameter_cmaes(task: Task, observed: List[torch.Tensor], name: str, ini
     """The gradient-free baseline of :func:`fit_parameter`: CMA-ES on ``log(param)`` with ``budget`` rollouts."""
     import cma
 
-    from .sim import PARAM_NAMES
-
-    sim = task.sim
-    if name not in PARAM_NAMES:
-        raise ValueError(f"unknown parameter {name!r}; expected one of {PARAM_NAMES}")
-    if not (isinstance(init, (int, float)) and 0 < init < math.inf):
-        raise ValueError(f"initial guess for {name} must be a positive finite number, got {init!r}")
-    if not all(torch.isfinite(o.detach()).all() for o in observed):
-        raise ValueError("observed trajectory contains NaN or inf")
-    i = PARAM_NAMES.index(name)
-    T = len(observed) - 1
-    if actions is None:
-        actions = torch.zeros(T, len(sim.scene.pads), 3, dtype=DTYPE)
+    sim, i, actions = _fit_setup(task, observed, name, init, actions)
     obs = torch.stack([o.detach() for o in observed])
     scale = float((obs - obs[0]).abs().max()) + 1e-12
     hist, est = [], []
