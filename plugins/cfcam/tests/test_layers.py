@@ -256,8 +256,8 @@ def test_non_finite_logits_are_a_clear_error(name):
             cam(_x(), targets=0)
 
 
-class _InfInside(nn.Module):
-    """Finite input and finite logits, but the target layer's output has an inf (clamped later)."""
+class _ConvReluHead(nn.Module):
+    """conv -> ReLU -> pooled linear head; subclasses change what happens between the ReLU and the head."""
 
     def __init__(self):
         super().__init__()
@@ -265,21 +265,18 @@ class _InfInside(nn.Module):
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
         self.act = nn.ReLU()
         self.head = nn.Linear(4, 3)
+
+
+class _InfInside(_ConvReluHead):
+    """Finite input and finite logits, but the target layer's output has an inf (clamped later)."""
 
     def forward(self, x):
         a = self.act(self.conv(x) / (x - x[0, 0, 0, 0]).abs().amin().clamp_max(0.0))  # 1/0 -> inf
         return self.head(a.clamp_max(1.0).mean(dim=(2, 3)))
 
 
-class _SqrtAfter(nn.Module):
+class _SqrtAfter(_ConvReluHead):
     """dy/dA of sqrt(A) at A = 0 is inf: finite logits, non-finite gradient."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(1, 4, 3, padding=1)
-        self.act = nn.ReLU()
-        self.head = nn.Linear(4, 3)
 
     def forward(self, x):
         return self.head(torch.sqrt(self.act(self.conv(x))).mean(dim=(2, 3)))
