@@ -9,7 +9,7 @@ class TestTGDConformance(TextOptimizerConformance):
     component_kwargs = {}
     bad_kwargs = [{"gradient_memory": -1}, {"momentum": float("nan")}, {"max_retries": float("inf")},
                   {"momentum": 1.5}, {"on_missing_tags": "ignore"}, {"tags": ("<A>", "<A>")},
-                  {"constraints": [""]}]
+                  {"constraints": [""]}, {"prompt_style": "tiny"}]
 
     def make_parameter(self, value, role, *, requires_grad=True):
         return Variable(value, role_description=role, requires_grad=requires_grad)
@@ -28,3 +28,18 @@ class TestTGDConformance(TextOptimizerConformance):
 class TestTGDRetryPolicyConformance(TestTGDConformance):
     """Under the retry policy a malformed reply is asked again, then raises: still atomic."""
     component_kwargs = {"on_missing_tags": "retry", "max_retries": 1, "momentum": 2, "gradient_memory": 0}
+
+
+class TestTGDCompactConformance(TestTGDConformance):
+    """The small-model setting (compact prompt, first-line proposals) keeps every rule; its malformed reply is
+    one without any text line."""
+    component_kwargs = {"prompt_style": "compact", "on_missing_tags": "first_line"}
+    bad_kwargs = TestTGDConformance.bad_kwargs + [{"prompt_style": "tiny"},
+                                                  {"prompt_style": "compact", "on_missing_tags": "raise"}]
+
+    def proposal_reply(self, text):
+        # the reply format the compact prompt asks for: the rewritten text alone, on one line
+        return f"{text}\n"
+
+    def malformed_reply(self):
+        return "  \n```\n```\n  "

@@ -268,3 +268,31 @@ def test_cached_engine_persists(tmp_path):
     c.close()
     c2 = CachedEngine(inner, tmp_path / "c.sqlite")
     assert c2("a", system_prompt="s") == "r:a:s" and c2.hits == 1 and len(inner.calls) == 2
+
+
+def test_first_line_policy_and_compact_prompt():
+    from gradkit_textgrad.optim import first_line
+    assert first_line("\n```python\n  'x = 1'  \nmore\n```") == "x = 1"
+    assert first_line("  \n ```\n") == ""
+    # paper prompt, tags dropped: the first line is recovered and counted; tags are still preferred
+    x = with_feedback(Variable("five plus three is 8", role_description="answer"), "digits only")
+    opt = TGD([x], opt_engine("8\nbecause the test wants digits"), on_missing_tags="first_line")
+    opt.step()
+    assert (x.value, opt.tag_recoveries, opt.tag_failures) == ("8", 1, 0)
+    opt = TGD([x], opt_engine("ok <IMPROVED_VARIABLE>9</IMPROVED_VARIABLE>"), on_missing_tags="first_line")
+    opt.step()
+    assert (x.value, opt.tag_recoveries) == ("9", 0)
+    # compact: short prompt with role, value and feedback, its own system prompt, no conversation
+    x = with_feedback(Variable("The answer is 12.", role_description="answer to: twelve in digits"),
+                      "FAIL: digits only")
+    eng = ScriptedEngine([(r".*", "12")])
+    opt = TGD([x], eng, prompt_style="compact", on_missing_tags="first_line", constraints=["one line"])
+    opt.step()
+    (system, prompt), = eng.calls
+    assert system == P.COMPACT_SYSTEM_PROMPT and x.value == "12"
+    assert prompt == ("Role of the text: answer to: twelve in digits\nText: The answer is 12.\n"
+                      "Feedback: FAIL: digits only\nConstraints: one line\nRewritten text:")
+    with pytest.raises(ValueError, match="first_line"):
+        TGD([x], eng, prompt_style="compact")
+    with pytest.raises(ValueError, match="prompt_style"):
+        TGD([x], eng, prompt_style="short", on_missing_tags="first_line")

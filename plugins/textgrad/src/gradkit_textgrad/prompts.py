@@ -122,3 +122,9 @@ GRADIENT_TEMPLATE = (
     "Here is a conversation:\n\n<CONVERSATION>{context}</CONVERSATION>\n\n"
     "This conversation is potentially part of a larger system. The output is used as {response_desc}\n\n"
     "Here is the feedback we got for {variable_desc} in the conversation:\n\n<FEEDBACK>{feedback}</FEEDBACK>\n\n")
+
+# -- compact optimizer prompt (gradkit's, not the paper's: TGD(prompt_style="compact") for small local models) ----
+COMPACT_SYSTEM_PROMPT = ("You rewrite a text so that it addresses the feedback on it. "
+                         "Reply with the rewritten text only, on one line.")
+COMPACT_UPDATE = "Role of the text: {variable_desc}\nText: {variable_short}\nFeedback: {feedback}\n"
+COMPACT_SUFFIX = "Rewritten text:"
