@@ -296,10 +296,13 @@ def test_reproduction_runs_end_to_end_small(monkeypatch):
     """The reproduction's wiring on a tiny budget: every arm, curves, the claims, the mechanism note, no save."""
     from gradkit_vspo import reproduce
     monkeypatch.setattr(reproduce, "SFT_STEPS", 10)
-    monkeypatch.setitem(reproduce.CONFIGS, "quick", dict(seeds=2, budget=128, eval_every=128, lrs=[1e-3]))
+    monkeypatch.setitem(reproduce.CONFIGS, "quick", dict(seeds=2, budget=128, eval_every=64, lrs=[1e-3], kappas=[0.5]))
     res = reproduce.run(quick=True, progress=False)
     assert [r["arm"] for r in res.rows] == list(reproduce.ARMS)
-    assert len(res.claims) == 5 and not res.claims[0].passed and set(res.curves) == {"held-out EM vs rollouts", "format-valid vs rollouts"}
+    assert len(res.claims) == 10 and not res.claims[0].passed
+    assert set(res.curves) == {"held-out EM vs rollouts", "held-out 2-hop EM vs rollouts", "format-valid vs rollouts"}
+    assert res.meta["best"]["vspo+vs+prs"] == {"lr": 1e-3, "kappa": 0.5}
+    assert all(len(c["x"]) == 2 for c in res.curves["held-out EM vs rollouts"].values())
     z = {r["arm"]: r["zero_adv_frac_trained"] for r in res.rows}
     assert z["vspo+prs"] <= z["grpo+prs"]
     assert any(n.startswith("mechanism check, not a claim") for n in res.notes)
@@ -337,3 +340,83 @@ def test_single_argument_batch_matches_three_argument_call():
     a = prs([s[0] for s in _SAMPLES[0]], [s[1] for s in _SAMPLES[0]], [s[2] if len(s) == 3 else None for s in _SAMPLES[0]])
     assert torch.equal(a, prs(_SAMPLES[0]))
     assert a.tolist() == pytest.approx([1.0, 0.2 / 3, 0.0])
+
+
+# ----------------------------------------------------------------------------- 2-hop arithmetic questions
+
+class ScriptedPolicy(torch.nn.Module):
+    """Writes ``script[t]`` at step t after the prompt (tool tokens it 'writes' are overridden by the env)."""
+
+    def __init__(self, env, script):
+        super().__init__()
+        self.env, self.ids = env, [env.tok[w] for w in script]
+
+    def forward(self, seq):
+        t = seq.shape[1] - self.env.prompt_len
+        out = torch.zeros(seq.shape[0], seq.shape[1], self.env.vocab_size)
+        out[:, -1, self.ids[min(t, len(self.ids) - 1)]] = 10.0
+        return out
+
+
+def _two_hop_qid(env):
+    return next(q for q in env.train_ids if env.is_two_hop(q))
+
+
+def test_two_hop_episode_hand_checked():
+    env = ToolKB(n_entities=8, n_values=4, seed=0, n_two_hop=12)
+    q = _two_hop_qid(env)
+    op, e1, e2, a = env.questions[q]
+    x, y = int(env.kb[(e1, a)]), int(env.kb[(e2, a)])
+    assert op == "sum" and env.ref(q) == str(x + y) and env.expected_call(q) == ((e1, a), (e2, a))
+    assert [env.vocab[i] for i in env.prompt(q)] == ["<bos>", "sum", e1, e2, a]
+    junk = ["<result>", "none", "</result>"]  # what the script 'writes' where the env appends the tool result
+    two = (["<call>", "lookup", e1, a, "</call>"] + junk + ["<call>", "lookup", e2, a, "</call>"] + junk
+           + ["<answer>", str(x + y), "</answer>", "<eos>"])
+    ro = env.rollout(ScriptedPolicy(env, two), [q], greedy=True)
+    want = (f"<call> lookup {e1} {a} </call> <result> {x} </result> <call> lookup {e2} {a} </call> "
+            f"<result> {y} </result> <answer> {x + y} </answer>")
+    assert ro.texts == [want]
+    n_policy = 5 + 5 + 4  # two calls and the answer with <eos>; the six result tokens are the env's
+    assert int(ro.policy_mask.sum()) == n_policy
+    prs, binary = ProgressiveRewardShaper(), BinaryReward()
+    assert prs.score(want, env.ref(q), env.expected_call(q)) == (1.0, {"format": 1.0, "tool": 1.0, "answer": 1.0})
+    assert binary([want], [env.ref(q)]).tolist() == [1.0]
+    # one lookup, then even the right number: the tool stage scores 1/2 and the answer stage stays locked
+    one = ["<call>", "lookup", e1, a, "</call>"] + junk + ["<answer>", str(x + y), "</answer>", "<eos>"]
+    text1 = env.rollout(ScriptedPolicy(env, one), [q], greedy=True).texts[0]
+    r1, br1 = prs.score(text1, env.ref(q), env.expected_call(q))
+    assert r1 == pytest.approx(0.2 + 0.3 * 0.5) and "answer" not in br1
+    # two lookups, a wrong sum: the answer stage is open and scores the BLEU floor (0.1 on a 1-token answer)
+    wrong = two[:-3] + [str((x + y + 1) % 9), "</answer>", "<eos>"]
+    text2 = env.rollout(ScriptedPolicy(env, wrong), [q], greedy=True).texts[0]
+    assert prs.score(text2, env.ref(q), env.expected_call(q))[0] == pytest.approx(0.5 + 0.5 * 0.1)
+    assert binary([text2], [env.ref(q)]).tolist() == [0.0]
+
+
+def test_two_hop_in_the_default_mix_and_split():
+    env, plain = ToolKB(seed=3), ToolKB(seed=3, n_two_hop=0)
+    two_train = [q for q in env.train_ids if env.is_two_hop(q)]
+    two_test = [q for q in env.test_ids if env.is_two_hop(q)]
+    assert len(two_train) == 60 and len(two_test) == 20 and not set(two_train) & set(two_test)
+    assert [q for q in env.test_ids if not env.is_two_hop(q)] == plain.test_ids  # the 1-hop split is unchanged
+    assert not plain.two_hop and plain.prompt_len == 4 and env.prompt_len == 5 and env.max_steps >= 20
+    g = torch.Generator().manual_seed(0)
+    prs = ProgressiveRewardShaper()
+    for q in two_train[:20]:  # noise-free demonstrations are fully rewarded
+        words = env.demo(q, 0.0, g)
+        text = " ".join(w for w in words if w != "<eos>")
+        assert prs.score(text, env.ref(q), env.expected_call(q))[0] == 1.0 and words.count("<call>") == 2
+    with pytest.raises(ValueError, match="max_calls"):
+        ToolKB(max_calls=1)
+    with pytest.raises(ValueError, match="n_two_hop"):
+        ToolKB(n_two_hop=-1)
+
+
+def test_tool_score_two_keys_and_bad_expected_call():
+    from gradkit_vspo.rewards import tool_score
+    t = "<call> lookup e1 age </call> <result> 3 </result> <call> lookup e2 age </call>"
+    assert tool_score(t, (("e1", "age"), ("e2", "age"))) == 1.0
+    assert tool_score(t, (("e1", "age"), ("e3", "age"))) == 0.5
+    assert tool_score(t, ("e2", "age")) == 1.0
+    with pytest.raises(TypeError, match="expected_call"):
+        tool_score(t, ("e1", 3))

@@ -98,12 +98,24 @@ def format_score(text: str, expected_call=None, ref=None) -> float:
     return sum(checks) / len(checks)
 
 
+def _expected_keys(expected_call) -> List[Tuple[str, ...]]:
+    """``(E, A)`` -> ``[(E, A)]``; a sequence of such pairs (a 2-hop question) -> the list of pairs."""
+    if isinstance(expected_call, (list, tuple)) and expected_call and all(isinstance(x, str) for x in expected_call):
+        return [tuple(expected_call)]
+    if isinstance(expected_call, (list, tuple)) and expected_call and all(
+            isinstance(k, (list, tuple)) and k and all(isinstance(x, str) for x in k) for k in expected_call):
+        return [tuple(k) for k in expected_call]
+    raise TypeError(f"expected_call must be an (entity, attribute) pair or a sequence of such pairs, got {expected_call!r}")
+
+
 def tool_score(text: str, expected_call=None, ref=None) -> float:
-    """Stage 2: 1 when some call asks the tool for the expected (entity, attribute), else 0."""
+    """Stage 2: the fraction of the expected keys that some call asked the tool for (1-hop: 0 or 1; a 2-hop
+    question expects two keys, so one lookup scores 0.5 and keeps the answer stage locked at gate 1)."""
     if expected_call is None:
         return 1.0
-    want = ("lookup",) + tuple(expected_call)
-    return 1.0 if any(c == want for c in parse_calls(text)) else 0.0
+    made = set(c for c in parse_calls(text) if c is not None)
+    keys = _expected_keys(expected_call)
+    return sum(("lookup",) + k in made for k in keys) / len(keys)
 
 
 def answer_score(text: str, expected_call=None, ref=None, *, short_len: int = 5) -> float:

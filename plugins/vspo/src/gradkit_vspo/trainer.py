@@ -106,12 +106,16 @@ class VSPOTrainer:
         self.inner_steps, self.refill_rounds, self.trigger, self.low_value = inner_steps, refill_rounds, trigger, low_value
         self.value_cfg = dict(ema=value_ema, prior=value_prior, a=value_a, b=value_b)
         self.value_smoothing, self.adv_clip, self.temperature, self.seed = value_smoothing, adv_clip, temperature, seed
-        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("the policy has no trainable parameters (every requires_grad is False)")
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.last_grad_norm = float("nan")
 
     # ------------------------------------------------------------------ pieces
     def _score(self, env, ro):
         refs = [env.ref(q) for q in ro.prompt_ids]
-        calls = [env.questions[q] for q in ro.prompt_ids]
+        calls = [env.expected_call(q) for q in ro.prompt_ids]
         r = self.reward(ro.texts, refs, calls)
         if not torch.is_tensor(r) or r.shape != (len(ro.texts),):
             raise ValueError(f"reward returned {type(r).__name__} of shape {getattr(r, 'shape', None)}; expected ({len(ro.texts)},)")
@@ -176,6 +180,7 @@ class VSPOTrainer:
             masks.append(ro.policy_mask[rows])
             advs.append(adv.reshape(-1))
         if not seqs:
+            self.last_grad_norm = float("nan")
             return None
         L = max(s.shape[1] for s in seqs)
         seq = torch.cat([torch.nn.functional.pad(s, (0, L - s.shape[1])) for s in seqs])
@@ -192,6 +197,8 @@ class VSPOTrainer:
                 raise ValueError("policy loss is NaN or inf; no update applied")
             self.opt.zero_grad()
             loss.backward()
+            self.last_grad_norm = float(torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in self.params
+                                                       if p.grad is not None)))
             self.opt.step()
             last = float(loss.detach())
         return last
@@ -203,7 +210,11 @@ class VSPOTrainer:
         ro = env.rollout(self.model, ids, 1, greedy=True)
         em = BinaryReward()(ro.texts, [env.ref(q) for q in ids])
         fmt = [format_score(t) == 1.0 for t in ro.texts]
-        return {"em": float(em.mean()), "format_valid": sum(fmt) / len(fmt)}
+        out = {"em": float(em.mean()), "format_valid": sum(fmt) / len(fmt)}
+        two = torch.tensor([env.is_two_hop(q) for q in ids]) if hasattr(env, "is_two_hop") else torch.zeros(len(ids), dtype=torch.bool)
+        out["em_1hop"] = float(em[~two].mean()) if (~two).any() else float("nan")
+        out["em_2hop"] = float(em[two].mean()) if two.any() else float("nan")
+        return out
 
     def fit(self, env, *, rollout_budget: int = 4096, eval_every: int = 512) -> Dict[str, List[float]]:
         """Train until ``rollout_budget`` episodes (refills included) are used; evaluate every ``eval_every``."""
@@ -211,7 +222,8 @@ class VSPOTrainer:
             raise ValueError(f"rollout_budget {rollout_budget} is below one batch ({self.B * self.G} episodes)")
         g = torch.Generator().manual_seed(self.seed)
         sampler = ValueBasedSampler(env.train_ids, **self.value_cfg)
-        hist = {"rollouts": [], "em": [], "format_valid": [], "zero_adv_frac": [], "kept_zero_frac": []}
+        hist = {"rollouts": [], "em": [], "em_1hop": [], "em_2hop": [], "format_valid": [], "zero_adv_frac": [],
+                "kept_zero_frac": [], "grad_norm": []}
         used, next_eval, zeros = 0, 0, []
         while True:
             if used >= next_eval:
@@ -219,6 +231,8 @@ class VSPOTrainer:
                 hist["rollouts"].append(used)
                 hist["em"].append(ev["em"])
                 hist["format_valid"].append(ev["format_valid"])
+                hist["em_1hop"].append(ev["em_1hop"])
+                hist["em_2hop"].append(ev["em_2hop"])
                 next_eval += eval_every
             if used >= rollout_budget:
                 break
@@ -231,4 +245,5 @@ class VSPOTrainer:
             trained_zero = float(zero_advantage_mask(kept_rw).float().mean()) if kept_rw is not None else 1.0
             hist["kept_zero_frac"].append(trained_zero)
             self.step(parts, sampler)
+            hist["grad_norm"].append(self.last_grad_norm)
         return hist
