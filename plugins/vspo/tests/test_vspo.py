@@ -420,3 +420,27 @@ def test_tool_score_two_keys_and_bad_expected_call():
     assert tool_score(t, ("e2", "age")) == 1.0
     with pytest.raises(TypeError, match="expected_call"):
         tool_score(t, ("e1", 3))
+
+
+def test_pluggable_llm_judge_scores_long_form_answers_only():
+    from gradkit_vspo.rewards import LLMJudge
+    prompts = []
+
+    def scripted(prompt):
+        prompts.append(prompt)
+        return "The candidate misses one point.\nScore: 7"
+
+    prs = ProgressiveRewardShaper(judge=LLMJudge(scripted))
+    long_ref = "the river rises in the northern hills and flows south to the sea"
+    long_pred = "it starts in the northern hills and reaches the sea"
+    text = f"<call> lookup e1 color </call> <result> v3 </result> <answer> {long_pred} </answer>"
+    r, br = prs.score(text, long_ref, ("e1", "color"))
+    assert br["answer"] == pytest.approx(0.7) and r == pytest.approx(0.2 + 0.3 + 0.5 * 0.7)
+    assert len(prompts) == 1 and long_ref in prompts[0] and long_pred in prompts[0]
+    assert prs.score(GOOD, "v3", ("e1", "color"))[0] == 1.0 and len(prompts) == 1  # short answer: BLEU, no judge call
+    for reply, err in (("looks fine", "no 'Score"), ("Score: 11", "outside")):
+        bad = ProgressiveRewardShaper(judge=LLMJudge(lambda p, reply=reply: reply))
+        with pytest.raises(ValueError, match=err):
+            bad.score(text, long_ref, ("e1", "color"))
+    with pytest.raises(TypeError, match="generate"):
+        LLMJudge("not callable")

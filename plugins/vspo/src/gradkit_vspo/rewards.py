@@ -118,13 +118,54 @@ def tool_score(text: str, expected_call=None, ref=None) -> float:
     return sum(("lookup",) + k in made for k in keys) / len(keys)
 
 
-def answer_score(text: str, expected_call=None, ref=None, *, short_len: int = 5) -> float:
-    """Stage 3: length-aware BLEU of the answer against the reference (0 without answer tags)."""
+def answer_score(text: str, expected_call=None, ref=None, *, short_len: int = 5, judge=None,
+                 long_form_len: int = 8) -> float:
+    """Stage 3: length-aware BLEU of the answer against the reference (0 without answer tags); with a ``judge``,
+    references longer than ``long_form_len`` words (long-form answers) are scored by ``judge(answer, ref)``."""
     try:
         ans = extract_answer(text)
     except ValueError:
         return 0.0
+    if judge is not None and len(ref.split()) > long_form_len:
+        return judge(ans, ref)
     return length_aware_bleu(ans, ref, short_len=short_len)
+
+
+JUDGE_PROMPT = ("You grade answers. Reference answer: {ref}\nCandidate answer: {pred}\n"
+                "How correct and complete is the candidate compared with the reference? "
+                "Reply with one line 'Score: N' where N is an integer from 0 (wrong) to {max_score} (fully correct).")
+_SCORE_RE = re.compile(r"Score:\s*([0-9]+(?:\.[0-9]+)?)")
+
+
+class LLMJudge:
+    """Pluggable long-form answer judge: ``generate(prompt) -> reply`` is any text generator (a chat model, an
+    OpenAI-compatible client, a scripted function in tests).  The reply must contain ``Score: N`` with N in
+    ``[0, max_score]``; the score is ``N / max_score``.  A reply without a score, or out of range, raises ValueError
+    (never a silent 0).  The paper's judge is a strong LLM; none is available offline, so nothing here ships one."""
+
+    def __init__(self, generate, *, template: str = JUDGE_PROMPT, max_score: int = 10):
+        if not callable(generate):
+            raise TypeError(f"generate must be callable (prompt: str) -> str, got {type(generate).__name__}")
+        if not isinstance(max_score, int) or isinstance(max_score, bool) or max_score < 1:
+            raise ValueError(f"max_score must be a positive int, got {max_score!r}")
+        for key in ("{pred}", "{ref}"):
+            if key not in template:
+                raise ValueError(f"template must contain {key}")
+        self.generate, self.template, self.max_score = generate, template, max_score
+
+    def __call__(self, pred: str, ref: str) -> float:
+        prompt = self.template.format(pred=_check_text("pred", pred), ref=_check_text("ref", ref),
+                                      max_score=self.max_score)
+        reply = self.generate(prompt)
+        if not isinstance(reply, str):
+            raise TypeError(f"the judge's generate returned {type(reply).__name__}; expected str")
+        m = _SCORE_RE.search(reply)
+        if m is None:
+            raise ValueError(f"judge reply has no 'Score: N': {reply[:80]!r}")
+        score = float(m.group(1))
+        if not 0 <= score <= self.max_score:
+            raise ValueError(f"judge score {score} outside [0, {self.max_score}]")
+        return score / self.max_score
 
 
 @dataclass
@@ -143,15 +184,23 @@ class ProgressiveRewardShaper:
     Stage k is unlocked when every earlier stage j scored ``s_j >= gate_j``.  With the default stages
     (format 0.2, tool 0.3, answer 0.5) this is the brief's ``R = a r_fmt`` when the call does not parse,
     else ``a + b r_tool + c r_ans``.  ``schedule(progress) -> weights`` (progress in [0, 1]) may shift
-    the weights over training.  ``on_missing="zero"`` scores an output without tags 0 at that stage (what
+    the weights over training.  ``judge`` (e.g. :class:`LLMJudge`) scores long-form answers (references of
+    more than ``long_form_len`` words) in the answer stage instead of BLEU.  ``on_missing="zero"`` scores an output without tags 0 at that stage (what
     RL needs); ``"raise"`` raises ValueError instead.
     """
 
     def __init__(self, stages: Optional[Sequence[Stage]] = None, schedule: Optional[Callable] = None,
-                 on_missing: str = "zero"):
+                 on_missing: str = "zero", judge: Optional[Callable[[str, str], float]] = None,
+                 long_form_len: int = 8):
+        if judge is not None and stages is not None:
+            raise ValueError("judge applies to the default stages; with custom stages, put the judge in a stage's fn")
+        if judge is not None and not callable(judge):
+            raise TypeError(f"judge must be callable (answer, ref) -> score in [0, 1], got {type(judge).__name__}")
         if stages is None:
+            ans = answer_score if judge is None else (
+                lambda t, c, r: answer_score(t, c, r, judge=judge, long_form_len=long_form_len))
             stages = [Stage("format", format_score, 0.2, 1.0), Stage("tool", tool_score, 0.3, 1.0),
-                      Stage("answer", answer_score, 0.5, 1.0)]
+                      Stage("answer", ans, 0.5, 1.0)]
         stages = list(stages)
         if not stages:
             raise ValueError("ProgressiveRewardShaper needs at least one stage")
