@@ -33,7 +33,8 @@ def gradkit_register_estimators(register):
 def gradkit_register_reproductions(register):
     register("pvi", "gradkit_pvi.reproduce:run",
              summary="Table 4 cone model: ELBO, IWAE(5), HVI, IWHVI(5,1), DIWHVI(5,5) vs the paper and Pyro; "
-                     "discrete-latent estimators (REINFORCE, MVD, enum, IWAE+MVD, RWS) on a binary-latent model",
+                     "discrete-latent estimators (REINFORCE with and without a learned baseline, MVD, enum, "
+                     "the MVD+enum hybrid, IWAE+MVD, RWS) on a binary-latent VAE, each at its best learning rate",
              paper=PAPER)
 
 

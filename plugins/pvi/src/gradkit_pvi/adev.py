@@ -180,7 +180,9 @@ def _prep_uniform(a=0.0, b=1.0):
 def _prep_beta(a, b):
     a = _to_float_tensor(a, "beta_implicit concentration1")
     b = _to_float_tensor(b, "beta_implicit concentration0", a)
-    if _check_finite("beta_implicit concentration1", a)[0] <= 0 or _check_finite("beta_implicit concentration0", b)[0] <= 0:
+    lo_a, _ = _check_finite("beta_implicit concentration1", a)
+    lo_b, _ = _check_finite("beta_implicit concentration0", b)
+    if lo_a <= 0 or lo_b <= 0:
         raise ValueError("beta_implicit: concentrations must be > 0")
     return a, b
 
@@ -403,6 +405,13 @@ def _sum_broadcast(lps, what: str):
     return total
 
 
+def _broadcasts_to(a: torch.Size, shape: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(a, shape) == shape
+    except RuntimeError:
+        return False
+
+
 def reduce_logps(lps, shape, what: str = "log density") -> torch.Tensor:
     """Sum site log-densities, each reduced to the particle shape ``shape`` (event dims summed)."""
     total = None
@@ -492,6 +501,9 @@ class Expectation:
             if est == "reinforce":
                 lp = _sum_to(site.prim.log_prob(site.value, *site.params), shape, site.prim.name)
                 b = site.prim.baseline
+                if b is not None and b.shape != shape and not _broadcasts_to(b.shape, shape):
+                    raise ValueError(f"{site.prim.name}: baseline of shape {tuple(b.shape)} does not broadcast to "
+                                     f"the program's particle shape {tuple(shape)}")
                 adv = V - (b.detach() if b is not None else 0.0)
                 S = S + adv * (lp - lp.detach())
             elif est == "mvd":
@@ -561,6 +573,13 @@ class Expectation:
     def value_and_surrogate(self, *args) -> Tuple[torch.Tensor, torch.Tensor]:
         S, V = self._path(args)
         return V.mean(), S.mean()
+
+    def surrogate_and_values(self, *args) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(surrogate, V)``: the surrogate scalar and the per-particle value estimates (detached), e.g.
+        the regression targets of a learned REINFORCE baseline (``V`` is the continuation value of a
+        site at the start of the program)."""
+        S, V = self._path(args)
+        return S.mean(), V
 
     def estimate(self, *args) -> torch.Tensor:
         """An unbiased estimate of E[program] (no gradient)."""
