@@ -156,3 +156,57 @@ def test_multi_field_evaluation_matches_reference():
     assert o == r and o[1] == "prediction to evaluate"
     assert e1.calls[0][1] == ("Compare the prediction with the correct answer.\n**prediction to evaluate**: "
                               "The answer is 32.\n**correct answer**: 42")
+
+
+def test_momentum_matches_the_reference_once_its_missing_return_is_bridged(monkeypatch):
+    """textgrad 0.1.8's TextualGradientDescentwithMomentum cannot run as shipped: its ``_update_prompt`` builds the
+    prompt with ``construct_tgd_prompt`` but has no ``return``, so ``step()`` sends ``None`` to the engine.  Bridging
+    only that (the engine gets the prompt the reference itself just built), three momentum steps (window 2) send
+    the same (system prompt, prompt) calls and end at the same values as ours.  Feedback is attached without a
+    conversation: the reference's momentum variant shows bare feedback texts (``get_gradient_text``), where its
+    plain TGD -- and ours, with or without momentum -- shows each gradient inside its conversation."""
+    import textgrad.optimizer.optimizer as ro
+
+    # as shipped: the engine receives None instead of a prompt
+    seen = []
+
+    class Recording(EngineLM):
+        model_string = "recording"
+
+        def generate(self, prompt, system_prompt=None, **kw):
+            seen.append(prompt)
+            return "<IMPROVED_VARIABLE>x</IMPROVED_VARIABLE>"
+
+        __call__ = generate
+
+    v = ref.Variable("draft", role_description="answer", requires_grad=True)
+    v.gradients.add(ref.Variable("be shorter", role_description="feedback"))
+    ro.TextualGradientDescentwithMomentum(engine=Recording(), parameters=[v], momentum_window=2).step()
+    assert seen == [None], "the reference's momentum optimizer now sends a prompt: drop the bridge below"
+
+    built = []
+    real = ro.construct_tgd_prompt
+    monkeypatch.setattr(ro, "construct_tgd_prompt", lambda **kw: built.append(real(**kw)) or built[-1])
+
+    class Bridged(RefEngine):
+        def generate(self, prompt, system_prompt=None, **kw):
+            return self.inner(built[-1] if prompt is None else prompt, system_prompt=system_prompt)
+
+    feedback = ["Name the unit of the answer.", "Round to one decimal.", "Drop the leading article."]
+    e1, e2 = make_scripted(), make_scripted()
+    ours_v = ours.Variable("The speed is 12.345", role_description="answer to the physics question")
+    ref_v = ref.Variable("The speed is 12.345", role_description="answer to the physics question", requires_grad=True)
+    ours_opt = ours.TGD([ours_v], e1, momentum=2, constraints=["One sentence."])
+    ref_opt = ro.TextualGradientDescentwithMomentum(engine=Bridged(e2), parameters=[ref_v], momentum_window=2,
+                                                    constraints=["One sentence."])
+    for fb in feedback:
+        ours_opt.zero_grad()
+        ours_v.add_gradient(ours.Gradient(fb, "feedback to the answer"))
+        ref_opt.zero_grad()
+        ref_v.gradients.add(ref.Variable(fb, role_description="feedback to the answer"))
+        ours_opt.step()
+        ref_opt.step()
+        assert ours_v.value == ref_v.value
+    assert len(e1.calls) == 3 and e1.calls == e2.calls
+    assert "at Step 2: improved-" in e1.calls[2][1]                # the window moved past the initial value
+    assert "The speed is 12.345" not in e1.calls[2][1].split("<PAST_ITERATIONS>")[1]

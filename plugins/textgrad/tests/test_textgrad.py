@@ -174,7 +174,16 @@ def test_tgd_gradient_memory_and_momentum():
     assert "<PAST_FEEDBACK>\n<FEEDBACK-1> feedback 0</FEEDBACK-1>\n</PAST_FEEDBACK>" in prompts[1]
     assert ("<PAST_FEEDBACK>\n<FEEDBACK-1> feedback 0</FEEDBACK-1>\n\n<FEEDBACK-2> feedback 1</FEEDBACK-2>\n"
             "</PAST_FEEDBACK>") in prompts[2]
-    assert "<PAST_ITERATIONS>v</PAST_ITERATIONS>" in prompts[2] and "<PAST_ITERATIONS>" not in prompts[0]
+    # momentum window 1: the current value, in the reference's "<role> at Step i: <value>." format
+    assert "<PAST_ITERATIONS>\nanswer at Step 1: v0.\n</PAST_ITERATIONS>" in prompts[0]
+    assert "<PAST_ITERATIONS>\nanswer at Step 1: v.\n</PAST_ITERATIONS>" in prompts[2]
+    opt2 = TGD([x], eng, momentum=2)
+    x.set_value("w0")
+    with_feedback(x, "feedback a")
+    opt2.step()                                   # w0 -> v
+    with_feedback(x, "feedback b")
+    opt2.step()
+    assert "<PAST_ITERATIONS>\nanswer at Step 1: w0.\n\nanswer at Step 2: v.\n</PAST_ITERATIONS>" in eng.calls[-1][1]
     # memory off: nothing of the past is shown
     eng0 = opt_engine("<IMPROVED_VARIABLE>v</IMPROVED_VARIABLE>")
     x0 = Variable("v0", role_description="answer")

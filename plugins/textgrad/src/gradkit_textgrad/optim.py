@@ -47,7 +47,7 @@ def extract_improved(reply: str, tags) -> str:
 class TGD:
     """Textual gradient descent: for each parameter, ask ``engine`` for an improved value given its role, value,
     feedback with context, and optionally constraints, in-context examples, the last ``gradient_memory`` steps'
-    feedback and the last ``momentum`` values.
+    feedback and the last ``momentum`` values (the current one included, in the reference's momentum format).
 
     Tag policy (``on_missing_tags``), for replies without the opening tag:
     ``"raise"`` (default, like the reference): :class:`MissingTagsError`;
@@ -120,9 +120,12 @@ class TGD:
                 "variable_short": p.value if self.full_value else p.short_value(),
                 "variable_grad": gradient_and_context_text(p), "start_tag": self.tags[0], "end_tag": self.tags[1]}
         text = P.TGD_PREFIX.format(**info)
-        past = self.past_values[id(p)][-self.momentum:] if self.momentum else []
-        if past:
-            text += P.MOMENTUM_ADDITION.format(past_values="\n".join(past))
+        if self.momentum:
+            # as the reference's TextualGradientDescentwithMomentum builds it: the last `momentum` values up to and
+            # including the current one, "<role> at Step i: <value>." (i counts within the window)
+            window = (self.past_values[id(p)] + [p.value])[-self.momentum:]
+            text += P.MOMENTUM_ADDITION.format(past_values="".join(
+                f"\n{p.role_description} at Step {i + 1}: {v}.\n" for i, v in enumerate(window)))
         mem = self.memory[id(p)][-self.gradient_memory:] if self.gradient_memory else []
         if mem:
             mem_text = "".join(f"\n<FEEDBACK-{i + 1}> {m}</FEEDBACK-{i + 1}>\n" for i, m in enumerate(mem))
