@@ -10,20 +10,37 @@ from gradkit_textgrad import reproduce
 def test_quick_reproduction_runs_and_feedback_reaches_the_update():
     res = reproduce.run(quick=True, progress=False)
     rows = {r["method"]: r for r in res.rows}
-    assert set(rows) == {"none", "resample", "tgd"}
-    assert res.all_passed, res.claims            # the equal-budget accounting
-    assert rows["none"]["model_calls"] == 3 * len(reproduce.PROBLEMS)
-    # in the simulator the optimizer can only fix the format if the test's message reaches it through the
-    # textual gradient: without backward, TGD would equal `none`
-    assert min(t - n for t, n in zip(rows["tgd"]["per_seed"], rows["none"]["per_seed"])) > 0
+    assert set(rows) == set(reproduce.METHODS)
+    n = 3 * len(reproduce.PROBLEMS)
+    assert rows["none"]["model_calls"] == n
+    assert all(rows[m]["model_calls"] <= 3 * n for m in reproduce.METHODS)      # budget 1 + 2*rounds, rounds=1
+    assert not res.claims, "quick mode (simulator) makes no direction claim"
+    # in the simulator the optimizers fix an answer's format only when the test's rule reaches their prompt
+    # through the textual gradient (the critic quotes it; the compact prompt carries the test's message): if the
+    # feedback were lost, TGD would equal `none`
+    for m in ("tgd_paper", "tgd_small"):
+        assert sum(rows[m]["per_seed"]) > sum(rows["none"]["per_seed"]) + 0.05, m
+    assert res.meta["paper_updates"] > 0 and res.meta["small_updates"] > 0
     assert "cannot be reproduced offline" in res.notes[0]
 
 
-def test_string_test_never_reveals_the_answer():
-    for q, expected, fmt in reproduce.PROBLEMS:
-        assert reproduce.check(expected, expected, fmt) == "PASS"
-        msg = reproduce.check(f"The answer is {expected}.", expected, fmt)
-        assert msg.startswith("FAIL") and msg.replace(f"The answer is {expected}.", "").count(expected) == 0
+def test_string_tests_pass_the_answer_and_never_reveal_it():
+    for q, expected, kind in reproduce.PROBLEMS:
+        assert reproduce.check(expected, expected, kind) == "PASS"
+        assert reproduce.check(f"{expected}\nbecause ...", expected, kind) == "PASS"
+        wrong = "The answer is unknown."
+        msg = reproduce.check(wrong, expected, kind)
+        assert msg.startswith("FAIL") and expected not in msg, msg
+    assert reproduce.check("5 + 3 = 8", "8", "number") == "PASS"
+    assert reproduce.check("5 + 3 = 9\nso 8", "8", "number").startswith("FAIL")
+    assert "last number on the first line: 9" in reproduce.check("5 + 3 = 9", "8", "number")
+    assert reproduce.check("Apple", "APPLE", "word").startswith("FAIL")
+    assert reproduce.check("'APPLE'.", "APPLE", "word") == "PASS"
+    assert reproduce.check("Fixed:\n```\nreturn b+a\n```", "return a + b", "code").startswith("FAIL")
+    assert reproduce.check("Fixed:\n```\nreturn  b + a;\n```", "return a + b", "code") == "PASS"
+    assert reproduce.check("return a - b", "return a + b", "code").startswith("FAIL")
+    with pytest.raises(ValueError, match="kind"):
+        reproduce.check("x", "x", "essay")
 
 
 def test_bench_quick_same_calls_as_reference():
