@@ -253,7 +253,7 @@ def _tiny_pipeline(w_priv, tau, mi="club", seed=0):
     vae = DisentangledFaceVAE(id_dim=4, attr_channels=2, width=4, oracle_dim=8)
     ens = OracleEnsemble(_oracles(2), [tau, tau])
     an = IdentityDecoupledAnonymizer(vae, oracles=ens, mi=mi, epochs=1, batch_size=16, hinge_steps=3, w_priv=w_priv,
-                                     n_components=2, lam_ind=0.1, seed=seed)
+                                     n_components=2, lam_ind=0.1, seed=seed, generator="vae-decoder", hinge_margin=0.0)
     enc_before = None
 
     def snap():
