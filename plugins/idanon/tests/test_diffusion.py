@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from gradkit_core.testing.architectures import ArchitectureConformance
 from gradkit_idanon.anonymizer import IdentityDecoupledAnonymizer
 from gradkit_idanon.diffusion import CondDenoiser, ConditionalDiffusion, DDPMSchedule
 from gradkit_idanon.faces import make_faces
@@ -169,6 +170,26 @@ def test_diffusion_bad_input():
                  guide_scale=1.0)
     with pytest.raises(ValueError, match="multiple of 8"):
         CondDenoiser(width=12)
+
+
+class TestDiffusionConformance(ArchitectureConformance):
+    """The denoiser eps_theta(x_t, t, z_id, z_attr) at a fixed t and fixed codes."""
+
+    component = "idanon-diffusion"
+    component_kwargs = {"id_dim": 4, "attr_channels": 2, "width": 8, "T": 50}
+
+    def example_input(self):
+        return torch.as_tensor(make_faces(2, 2, seed=0).images)
+
+    def output(self, module, x):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # the output conv is zero-initialised: set it so that gradients reach the rest
+            module.net.out.weight.copy_(0.1 * torch.randn(module.net.out.weight.shape, generator=g))
+        zi, za = torch.randn(x.shape[0], 4, generator=g), torch.randn(x.shape[0], 2, 8, 8, generator=g)
+        return module.net(x, torch.full((x.shape[0],), 7, dtype=torch.long), zi, za)
+
+    def bad_inputs(self):
+        return super().bad_inputs() + [self.example_input()[:, :, :16], torch.zeros(0, 1, 32, 32)]
 
 
 # ----------------------------------------------------------------- the anonymizer with the diffusion generator

@@ -14,12 +14,15 @@ def gradkit_register_architectures(register):
     register("idanon-vae", "gradkit_idanon.vae:DisentangledFaceVAE",
              summary="disentangled face VAE: global identity code + spatial attribute code", paper=PAPER,
              tags=["privacy", "vae"], defaults={"id_dim": 16, "attr_channels": 4, "width": 32})
+    register("idanon-diffusion", "gradkit_idanon.diffusion:ConditionalDiffusion",
+             summary="conditional DDPM G(x | z_id, z_attr) (FiLM identity code, attribute-map channels), DDIM sampling",
+             paper=PAPER, tags=["privacy", "diffusion"], defaults={"id_dim": 16, "attr_channels": 4, "width": 16, "T": 100})
 
 
 @hookimpl
 def gradkit_register_trainers(register):
     register("idanon", "gradkit_idanon.anonymizer:IdentityDecoupledAnonymizer",
-             summary="VAE + CLUB/HSIC + gradient independence term, manifold rejection sampler, multi-oracle privacy hinge",
+             summary="VAE + CLUB/HSIC + gradient independence term, manifold rejection sampler, conditional diffusion generator, multi-oracle privacy hinge",
              paper=PAPER, tags=["privacy", "anonymization"])
 
 

@@ -127,7 +127,7 @@ class CondDenoiser(nn.Module):
     """eps_theta(x_t, t, z_id, z_attr): a two-level U-Net (32 -> 16 -> 8) with FiLM-conditioned residual blocks
     at 16x16 and 8x8 (plain convolutions at 32x32, to keep CPU cost low)."""
 
-    def __init__(self, *, id_dim: int = 16, attr_channels: int = 4, width: int = 32, emb: int = 128, T: int = 100):
+    def __init__(self, *, id_dim: int = 16, attr_channels: int = 4, width: int = 16, emb: int = 128, T: int = 100):
         super().__init__()
         for n, v in dict(id_dim=id_dim, attr_channels=attr_channels, width=width, emb=emb, T=T).items():
             check_int(v, n)
@@ -170,7 +170,7 @@ class CondDenoiser(nn.Module):
 class ConditionalDiffusion(nn.Module):
     """G(x | z_id, z_attr): the denoiser plus its schedule; images in [0, 1] outside, [-1, 1] inside."""
 
-    def __init__(self, *, id_dim: int = 16, attr_channels: int = 4, width: int = 32, T: int = 100,
+    def __init__(self, *, id_dim: int = 16, attr_channels: int = 4, width: int = 16, T: int = 100,
                  beta_start: float = 1e-4, beta_end: float = 0.02):
         super().__init__()
         self.schedule = DDPMSchedule(T, beta_start, beta_end)
