@@ -219,6 +219,15 @@ def test_anonymizer_diffusion_default_hinge_guidance_only_where_above_threshold(
     assert not torch.equal(a, an.anonymize(x[:5], generator=0))
 
 
+def test_generator_training_pairs_each_image_with_another_image_of_its_identity():
+    an, x = _tiny(tau=1.0, hinge_margin=0.0)
+    ids = torch.as_tensor(make_faces(8, 6, seed=0).ids)
+    p = an.pair_index
+    assert p is not None and torch.equal(ids[p], ids)
+    assert float((p != torch.arange(len(p))).float().mean()) > 0.6  # mostly another image, not itself
+    assert sorted(p.tolist()) == list(range(len(p)))
+
+
 def test_anonymizer_generator_option_and_bad_input():
     vae = DisentangledFaceVAE(id_dim=4, attr_channels=2, width=4, oracle_dim=8)
     ens = OracleEnsemble([FaceEmbedder(width=4, dim=8).eval()], [0.5])

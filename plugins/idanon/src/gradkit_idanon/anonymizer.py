@@ -140,6 +140,7 @@ class IdentityDecoupledAnonymizer:
                 rows = np.flatnonzero(ids_np == v)
                 pair[rows] = rng.permutation(rows) if len(rows) > 1 else rows
             pair = torch.as_tensor(pair)
+        self.pair_index = pair  # row i is trained with the identity code of row pair_index[i] (None: its own)
         torch.manual_seed(self.seed)
         self.diffusion = ConditionalDiffusion(id_dim=self.model.id_dim, attr_channels=self.model.attr_channels,
                                               **self.diff_kw)
