@@ -302,7 +302,7 @@ def test_reduced_claims_rfn_balances_gradient_and_tri_factor_beats_raw_sum():
 def test_quick_reproduction_runs_and_decides_its_claims():
     from gradkit_quark.reproduce import run
     res = run(quick=True, progress=False)
-    assert len(res.rows) == 10 and len(res.claims) == 12
+    assert len(res.rows) == 10 and len(res.claims) == 14
     claims = {c.text.split(":")[0]: c.passed for c in res.claims}
     assert claims["protocol"]
     assert res.claims[1].passed and res.claims[2].passed   # raw-sum domination, RFN balances the gradient
@@ -398,8 +398,41 @@ def test_group_norm_with_fixed_weights_equals_trl_grpo_trainer_advantages():
     advantages as gradkit's group-norm + fixed weights with trl's conventions (unbiased group std, eps 1e-4)."""
     pytest.importorskip("trl")
     from gradkit_quark.bench import parity
-    assert parity(0) < 1e-5
-    assert parity(1) < 1e-5
+    assert parity(0) < 1e-5          # includes a group with zero spread
+
+
+def test_pcgrad_arm_combines_the_objectives_policy_gradients_through_the_registered_transform():
+    from gradkit_quark import task
+    gen = torch.Generator().manual_seed(0)
+    pol = task.LogitPolicy()
+    with torch.no_grad():
+        pol.logits.normal_(generator=gen)
+    agg = task.make_aggregator("pcgrad", 8)
+    agg.fit_reference(task.rewards(task.sample(pol.logits.detach(), 256, gen), gen))
+    x = task.sample(pol.logits.detach(), 64, gen)
+    g = task.objective_gradients(agg, pol.logits.detach(), x, task.rewards(x, gen), 8, 8)     # (K, L, V) ascent
+    adv = task.last_advantages(agg, 8, 8)
+    tr = task.transform_for("pcgrad", pol, seed=0)
+    assert type(tr).__name__ == "PCGrad"
+    # the transform's task gradients are the reproduction's per-objective policy gradients (descent sign)
+    tr.accumulate(lambda: (x, adv))
+    for k, o in enumerate(task.OBJECTIVES):
+        assert torch.allclose(tr.accumulators[o][0], -g[k].float(), atol=1e-6)
+    # one objective alone: nothing to project, the written gradient is its own
+    one = torch.zeros_like(adv)
+    one[:, 0] = adv[:, 0]
+    tr.step(lambda: (x, one))
+    assert torch.allclose(pol.logits.grad, -g[0].float(), atol=1e-6)
+    # two conflicting objectives: PCGrad's projections, not the plain sum
+    two = torch.zeros_like(adv)
+    two[:, 0], two[:, 1] = adv[:, 0], -0.5 * adv[:, 0] + 0.1 * adv[:, 2]
+    tr.step(lambda: (x, two))
+    ga, gb = tr.accumulators["correct"][0].double(), tr.accumulators["safety"][0].double()
+    assert float((ga * gb).sum()) < 0
+    pa = ga - (ga * gb).sum() / (gb * gb).sum() * gb
+    pb = gb - (ga * gb).sum() / (ga * ga).sum() * ga
+    assert torch.allclose(pol.logits.grad.double(), pa + pb, atol=1e-6)
+    assert not torch.allclose(pol.logits.grad.double(), ga + gb, atol=1e-3)
 
 
 def test_trl_parity_needs_trl_conventions():

@@ -157,6 +157,15 @@ def run(*, quick: bool = False, full: bool = False, seed: int = 0, out=None, pro
         _, m_, se_ = decide(paired(arm, "tri-factor", lambda o: o["worst"]))
         res.add_note(f"{arm} - tri-factor, worst objective: {m_:+.3f} ± {se_:.3f} (lr {best_lr[arm]:g} vs "
                      f"{best_lr['tri-factor']:g})")
+        # the same comparison at Tri-Factor's learning rate, isolating the safety option from the step size
+        lr_t = best_lr["tri-factor"]
+        same_runs = (by[arm] if best_lr[arm] == lr_t else
+                     run_many(_run, [dict(method=arm, lr=lr_t, seed=s, iters=cfg["iters"]) for s in seeds], jobs=jobs,
+                              cache_dir=cache, resume=resume, progress_bar=progress, desc=f"same-lr {arm}"))
+        ok, m_, se_ = decide([a["violation_train"] - b["violation_train"] for a, b in zip(by["tri-factor"], same_runs)])
+        _, mw, sew = decide([b["worst"] - a["worst"] for a, b in zip(by["tri-factor"], same_runs)])
+        res.add_claim(f"at the same learning rate ({lr_t:g}) {what} cuts safety violations ({arm} vs Tri-Factor)", ok,
+                      f"tri - {arm} = {m_:+.4f} ± {se_:.4f}; worst objective {arm} - tri = {mw:+.3f} ± {sew:.3f}")
     res.add_note("progress = (mean - reference) / (best alone - reference) per objective (0 = uniform reference "
                  "policy, 1 = the objective's own optimum); worst = the smallest; share_* = each objective's "
                  "policy-gradient norm / the sum of norms at the reference policy (16 batches, before training); "
