@@ -44,7 +44,7 @@ from gradkit_core.results import Result, run_many
 from . import prompts as P
 from .engines import ScriptedEngine, TransformersEngine
 from .functions import LLMCall, StringBasedFunction
-from .optim import TGD
+from .optim import TGD, MissingTagsError
 from .variable import Gradient, Variable
 
 MARGIN_K = 2.0
@@ -219,7 +219,10 @@ def _tgd_small(eng, answer, problem, updates, stats):
     for _ in range(updates):
         opt.zero_grad()
         answer.add_gradient(Gradient(check(answer.value, expected, kind), "string-based test of the answer"))
-        opt.step()
+        try:
+            opt.step()
+        except MissingTagsError:          # a reply without any text line: the answer stays (the call counted)
+            stats["small_empty"] += 1
         history.append(answer.value)
         if check(answer.value, expected, kind) == "PASS":
             break
@@ -235,7 +238,7 @@ def run_seed(*, backend: str, seed: int, rounds: int, n_problems: int):
     out = {m: [] for m in METHODS}
     out["calls"] = {m: 0 for m in METHODS}
     stats = {k: 0 for k in ("paper_updates", "paper_tag_failures", "paper_changed", "small_updates",
-                            "small_recoveries", "small_changed")}
+                            "small_recoveries", "small_changed", "small_empty")}
     out["examples"] = []
     for i, problem in enumerate(PROBLEMS[:n_problems]):
         question, expected, kind = problem
@@ -309,7 +312,8 @@ def run(*, quick=False, full=False, seed=0, out=None, progress=True, jobs=1, res
         res.add_row(method=m, success_rate=round(mean, 3), se=round(se, 3),
                     per_seed=[round(x, 3) for x in rates[m]], model_calls=sum(r["calls"][m] for r in runs))
     tot = {k: sum(r[k] for r in runs) for k in ("paper_updates", "paper_tag_failures", "paper_changed",
-                                                "small_updates", "small_recoveries", "small_changed")}
+                                                "small_updates", "small_recoveries", "small_changed",
+                                                "small_empty")}
     res.meta.update(**tot, examples=runs[0]["examples"][:4])
     res.add_note("The paper's GPT-4o results (GPQA 51->55 %, LeetCode-Hard +20 % relative) cannot be reproduced "
                  "offline; this measures the mechanism with " + ("a scripted simulator (quick mode: holds by "
@@ -319,8 +323,8 @@ def run(*, quick=False, full=False, seed=0, out=None, progress=True, jobs=1, res
                  f"optimizer replies had no <IMPROVED_VARIABLE> tags (policy keep); {tot['paper_changed']} "
                  "updates changed the answer.")
     res.add_note(f"tgd_small (compact prompt, first_line, test message as gradient; not the paper's): "
-                 f"{tot['small_recoveries']}/{tot['small_updates']} replies used the first-line recovery; "
-                 f"{tot['small_changed']} updates changed the answer.")
+                 f"{tot['small_recoveries']}/{tot['small_updates']} replies used the first-line recovery, "
+                 f"{tot['small_empty']} had no text line; {tot['small_changed']} updates changed the answer.")
     res.add_note(f"every method used at most {budget} model calls per task (checked).")
     if backend != "scripted":
         for method in ("tgd_paper", "tgd_small"):
