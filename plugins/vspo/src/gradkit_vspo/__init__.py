@@ -27,7 +27,7 @@ def gradkit_register_trainers(register):
 @hookimpl
 def gradkit_register_reproductions(register):
     register("vspo", "gradkit_vspo.reproduce:run",
-             summary="PRS vs binary reward; GRPO vs DAPO vs VSPO at equal rollouts on a synthetic tool-calling KB task",
+             summary="PRS vs binary reward; GRPO vs DAPO vs VSPO (with and without value smoothing) at equal rollouts on a synthetic tool-calling KB task with 2-hop questions",
              paper=PAPER)
 
 

@@ -40,8 +40,8 @@ ARMS = {"grpo+binary": ("grpo", "binary", False), "grpo+prs": ("grpo", "prs", Fa
         "dapo+prs": ("dapo", "prs", False), "vspo+prs": ("vspo", "prs", False),
         "vspo+vs+prs": ("vspo", "prs", True)}
 CONFIGS = {
-    "quick": dict(seeds=5, budget=128 * 24, eval_every=128 * 2, lrs=[1e-3, 3e-3, 1e-2], kappas=[0.25, 0.5, 0.75]),
-    "default": dict(seeds=8, budget=128 * 48, eval_every=128 * 4, lrs=[1e-3, 3e-3, 1e-2], kappas=[0.25, 0.5, 0.75]),
+    "quick": dict(seeds=5, budget=128 * 24, eval_every=128 * 2, lrs=[3e-4, 1e-3, 3e-3, 1e-2], kappas=[0.25, 0.5, 0.75]),
+    "default": dict(seeds=8, budget=128 * 48, eval_every=128 * 4, lrs=[3e-4, 1e-3, 3e-3, 1e-2], kappas=[0.25, 0.5, 0.75]),
     "full": dict(seeds=10, budget=128 * 120, eval_every=128 * 8, lrs=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
                  kappas=[0.1, 0.25, 0.5, 0.75, 0.9]),
 }

@@ -12,6 +12,10 @@ score them, and find the zero-advantage groups (all G rewards equal).
   uses ``b = kappa * EMA_q + (1 - kappa) * mean_G`` as the baseline and clips advantages to ``+-adv_clip``.
 
 Every episode rolled out, refills included, counts towards ``rollout_budget``: arms compare at equal rollouts.
+
+The policy is any module mapping environment word ids ``(N, L)`` to logits ``(N, L, V)``: the tiny GPT, or a
+Hugging Face causal LM wrapped by :class:`gradkit_vspo.llm.CausalLMPolicy` (KV-cached rollouts); only parameters
+with ``requires_grad`` are optimised (:func:`gradkit_vspo.llm.train_last_layers` freezes the rest).
 """
 
 from __future__ import annotations
