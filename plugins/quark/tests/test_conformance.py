@@ -53,3 +53,13 @@ class TestPopArt(_Quark):
 class TestFixedWeights(_Quark):
     component = "fixed-weights"
     component_kwargs = {"objectives": OBJ, "weights": [1.0, 0.5, 2.0]}
+
+
+class TestTriFactorViolationRate(_Quark):
+    component = "tri-factor"
+    component_kwargs = {"objectives": OBJ, "safety": ["safety"], "risk": "violation-rate"}
+
+
+class TestTriFactorSafetyGate(_Quark):
+    component = "tri-factor"
+    component_kwargs = {"objectives": OBJ, "safety": ["safety"], "safety_gate": True}

@@ -362,7 +362,7 @@ def test_hard_safety_gate_ranks_every_violating_sample_below_every_safe_one_hand
     assert gate.last_contributions[1].tolist() == [5.0, -4.5]        # the shift is booked on the safety column
     # all samples violate: nothing to rank against, rewards unchanged
     allv = torch.tensor([[3.0, -1.0], [5.0, -1.0]], dtype=torch.float64)
-    assert torch.equal(gate(allv), allv.sum(1))
+    assert torch.equal(gate(allv), allv.sum(1)) and not gate.last_gated.any()
     # with group normalization the gate acts first, per batch
     g = MultiObjectiveReward(("a", "s"), safety_gate=True, gate_margin=0.5, group_size=2, eps=1e-12, **kw)
     out = g(r).view(2, 2)

@@ -409,7 +409,7 @@ class MultiObjectiveReward:
     violating sample's aggregated reward becomes ``min(R_i, m - gate_margin)``, ``m`` the smallest reward of the
     batch's non-violating samples, so every violating sample ranks strictly below every safe one (applied before
     the group normalization; the shift is booked on the first violated safety objective's contribution, and
-    ``last_gated`` marks the gated samples).
+    ``last_gated`` marks the gated samples: the violating ones, none when all violate).
 
     After a call, ``last_normalized`` (B, K), ``last_weights`` (K) and ``last_contributions`` (B, K, rows summing
     to the returned rewards) hold what was computed.  A call that raises leaves every running statistic as it
@@ -584,17 +584,16 @@ class MultiObjectiveReward:
             w = self.weighting.weights()
             contrib = r_hat * w
             out = contrib.sum(1)
-            gated = viol.any(1)
-            if self.safety_gate and gated.any():
-                if (~gated).any():
-                    cap = out[~gated].min() - self.gate_margin
-                    new = torch.where(gated, torch.minimum(out, cap), out)
-                    col = torch.tensor(self._safety_idx)[viol[:, self._safety_idx].to(torch.int8).argmax(1)]
-                    contrib = contrib.clone()
-                    contrib[torch.arange(b), col] += new - out       # zero for safe samples
-                    out = new
-            if not self.safety_gate:
-                gated = torch.zeros(b, dtype=torch.bool)
+            violating = viol.any(1)
+            gated = torch.zeros(b, dtype=torch.bool)
+            if self.safety_gate and violating.any() and not violating.all():
+                gated = violating
+                cap = out[~violating].min() - self.gate_margin
+                new = torch.where(violating, torch.minimum(out, cap), out)
+                col = torch.tensor(self._safety_idx)[viol[:, self._safety_idx].to(torch.int8).argmax(1)]
+                contrib = contrib.clone()
+                contrib[torch.arange(b), col] += new - out       # zero for safe samples
+                out = new
             if self.group_size is not None:
                 g = self.group_size
                 og = out.view(-1, g)
