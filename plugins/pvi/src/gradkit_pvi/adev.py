@@ -57,7 +57,7 @@ def _minmax(x: torch.Tensor) -> Tuple[float, float]:
     """(min, max) of ``x`` as floats, NaN if ``x`` holds a NaN.  One reduction: ``torch.isfinite(x).all()``
     costs ~6 kernels on CPU, and these checks run at every ``ctx.sample``."""
     if x.numel() == 0:
-        return 0.0, 0.0
+        return 0.5, 0.5  # nothing to check: a value inside every range tested here (std > 0, p in [0, 1])
     lo, hi = torch.aminmax(x.detach())
     return lo.item(), hi.item()
 
