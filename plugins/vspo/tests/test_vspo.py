@@ -444,3 +444,13 @@ def test_pluggable_llm_judge_scores_long_form_answers_only():
             bad.score(text, long_ref, ("e1", "color"))
     with pytest.raises(TypeError, match="generate"):
         LLMJudge("not callable")
+
+
+def test_value_smoothing_kappa_zero_is_plain_vspo_at_group_size_8():
+    """kappa = 0 (baseline = group mean) with the +-3 clip equals plain GRPO advantages for G = 8: the grid point
+    kappa = 0 of the reproduction is VSPO without smoothing (|A| <= (G-1)/sqrt(G) = 2.47 < 3)."""
+    r = torch.rand(200, 8, generator=torch.Generator().manual_seed(0))
+    r[:, 0] += 5.0  # one outlier per group: the extreme case of the bound
+    a = grpo_advantages(r)
+    assert torch.equal(grpo_advantages(r, baseline=0.0 * r.mean(1) + 1.0 * r.mean(1)).clamp(-3, 3), a)
+    assert a.abs().max() <= 7 / math.sqrt(8) and a.abs().max() > 2.4

@@ -10,8 +10,9 @@ number of episodes, refill rollouts included.  Held-out greedy exact match (all,
 rate are measured every ``eval_every`` episodes.
 
 Tuning: each arm's Adam lr grid is scored on the tuning seed ``seed`` by held-out EM AUC (``vspo+vs+prs``: the
-lr grid at the middle kappa, then the other kappas at its best lr — a coordinate search); arms are compared at their
-best on fresh seeds ``seed+1..``; a protocol claim checks that no best lies at a grid edge.
+lr grid at the middle kappa, then the other kappas at its best lr — a coordinate search; kappa = 0 is VSPO without
+smoothing, since the +-3 advantage clip never binds for G = 8, where |A| <= (G-1)/sqrt(G) = 2.47); arms are compared
+at their best on fresh seeds ``seed+1..``; a protocol claim checks that no best lies at a grid edge.
 
 Curve smoothness ("roughness") of a run = the standard deviation of the changes of held-out EM between
 consecutive evaluations (lower = smoother); also reported: the standard deviation of the per-step gradient norm.
@@ -40,10 +41,10 @@ ARMS = {"grpo+binary": ("grpo", "binary", False), "grpo+prs": ("grpo", "prs", Fa
         "dapo+prs": ("dapo", "prs", False), "vspo+prs": ("vspo", "prs", False),
         "vspo+vs+prs": ("vspo", "prs", True)}
 CONFIGS = {
-    "quick": dict(seeds=5, budget=128 * 24, eval_every=128 * 2, lrs=[3e-4, 1e-3, 3e-3, 1e-2], kappas=[0.25, 0.5, 0.75]),
-    "default": dict(seeds=8, budget=128 * 48, eval_every=128 * 4, lrs=[3e-4, 1e-3, 3e-3, 1e-2], kappas=[0.25, 0.5, 0.75]),
+    "quick": dict(seeds=5, budget=128 * 24, eval_every=128 * 2, lrs=[3e-4, 1e-3, 3e-3, 1e-2], kappas=[0.0, 0.25, 0.5, 0.75]),
+    "default": dict(seeds=8, budget=128 * 48, eval_every=128 * 4, lrs=[3e-4, 1e-3, 3e-3, 1e-2], kappas=[0.0, 0.25, 0.5, 0.75]),
     "full": dict(seeds=10, budget=128 * 120, eval_every=128 * 8, lrs=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2],
-                 kappas=[0.1, 0.25, 0.5, 0.75, 0.9]),
+                 kappas=[0.0, 0.1, 0.25, 0.5, 0.75, 0.9]),
 }
 
 
