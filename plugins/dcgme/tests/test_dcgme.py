@@ -257,10 +257,63 @@ def test_reproduction_runs_are_stored_and_resumed(tmp_path):
     """Each (algorithm, seed) run is written under out/runs; resume reads them back instead of rerunning."""
     from gradkit_dcgme.reproduce import run
 
-    first = run(quick=True, iterations=1, out=tmp_path, progress=False)
+    first = run(quick=True, iterations=1, seeds=[0], out=tmp_path, progress=False)
     stored = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
     assert len(stored) == 3 and [n.split("-0-")[0] for n in stored] == ["dcg-me", "map-elites", "pga-me"]
-    again = run(quick=True, iterations=1, out=tmp_path, progress=False, resume=True)
+    again = run(quick=True, iterations=1, seeds=[0], out=tmp_path, progress=False, resume=True)
     assert again.rows == first.rows  # time_s included: nothing was rerun
-    other = run(quick=True, iterations=2, out=tmp_path, progress=False, resume=True)  # another preset: runs
+    other = run(quick=True, iterations=2, seeds=[0], out=tmp_path, progress=False, resume=True)  # another preset: runs
     assert [r["evaluations"] for r in other.rows] == [r["evaluations"] + 32 for r in first.rows]
+
+
+# ----------------------------------------------------------------------------- claims: paired, beyond 2 SE, strict
+def test_paired_claims_need_a_margin_over_seeds():
+    from gradkit_dcgme.reproduce import K_SE, paired_beyond
+
+    assert K_SE == 2.0
+    assert paired_beyond([10.0, 11.0, 12.0], [1.0, 2.0, 2.0])[0]  # ahead on every seed, far beyond 2 SE
+    assert paired_beyond([5.0, 5.0], [4.0, 4.0])[0]  # the same gap on every seed: SE 0, mean > 0
+    assert not paired_beyond([3.0, 3.0, 3.0], [3.0, 3.0, 3.0])[0]  # an exact tie never holds
+    # ahead on the mean (4.0 vs 2.67) but the paired differences (+4, -4, +4) are within noise
+    ok, detail = paired_beyond([5.0, 1.0, 6.0], [1.0, 5.0, 2.0])
+    assert not ok and "SE over 3 seeds" in detail
+    # one seed has no standard error: undecided (the old rule passed a 2 % lead on one seed)
+    ok, detail = paired_beyond([10.0], [1.0])
+    assert not ok and "undecided" in detail
+    with pytest.raises(ValueError, match="finite"):
+        paired_beyond([1.0, float("nan")], [0.0, 0.0])
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_beyond([1.0, 2.0], [0.0, 0.0, 0.0])
+
+
+def _fake_runs(qd, cov, errs):
+    runs = {}
+    for algo in qd:
+        runs[algo] = []
+        for i, (q, c) in enumerate(zip(qd[algo], cov[algo])):
+            r = dict(row=dict(qd_score=q, coverage=c), dc_it=[0, 10], dc_err=list(errs[i]) if algo == "dcg-me" else [])
+            runs[algo].append(r)
+    mean = {a: dict(qd_score=float(np.mean(qd[a]))) for a in qd}
+    return runs, mean
+
+
+def test_every_reproduction_claim_is_a_paired_difference_beyond_two_se():
+    from gradkit_core.results import Result
+    from gradkit_dcgme.reproduce import add_claims
+
+    qd = {"dcg-me": [100.0, 110.0, 120.0], "pga-me": [90.0, 100.0, 111.0], "map-elites": [60.0, 150.0, 70.0]}
+    cov = {"dcg-me": [0.5, 0.5, 0.5], "pga-me": [0.5, 0.5, 0.5], "map-elites": [0.1, 0.1, 0.1]}
+    # the error falls on the mean (0.50 -> 0.48) but rises on one seed: within noise
+    noisy = [(0.5, 0.3), (0.5, 0.75), (0.5, 0.4)]
+    res = Result("x", title="x")
+    add_claims(res, *_fake_runs(qd, cov, noisy))
+    passed = {c.text.split(" (")[0]: c.passed for c in res.claims}
+    assert passed == {
+        "QD score: DCG-ME > PGA-ME": True,  # +10, +10, +9: consistent
+        "QD score: DCG-ME > MAP-Elites": False,  # ahead on the mean (110 vs 93) but not beyond 2 SE
+        "coverage: DCG-ME > PGA-ME": False,  # an exact tie
+        "the distilled actor's descriptor error falls over training": False,
+    }, passed
+    res = Result("x", title="x")
+    add_claims(res, *_fake_runs(qd, cov, [(0.5, 0.1), (0.6, 0.12), (0.55, 0.1)]))
+    assert [c.passed for c in res.claims][-1]  # a fall on every seed holds

@@ -8,12 +8,16 @@ so an evaluation is exact and elites need no re-evaluation.  Every algorithm spe
 of evaluated (inserted) offspring per iteration by construction (``batch_sizes``); DCG-ME's extra
 actor episodes train the critic only and are reported apart.  Metrics: QD score, coverage, max fitness; for DCG-ME also the distilled actor's
 QD score and descriptor error (normalised units) when run at every filled cell's descriptor.
+
+Every claim is a paired difference over seeds (same seed, two algorithms; or, for the distilled
+actor, its error at iteration 0 vs at the end) whose mean must exceed ``K_SE`` = 2 standard errors:
+strict (an exact tie fails), and undecided -- so not holding -- on a single seed.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -23,7 +27,7 @@ from gradkit_core.results import progress as _bar
 POINT = dict(n_cells=64, n_init_cvt_samples=5000, init_batch=32, ga_batch=16, pg_batch=16, actor_episodes=8,
              policy_hidden=(32, 32), critic_hidden=(128, 128), pg_steps=30, replay_size=100_000)
 PRESETS: Dict[str, Dict[str, Any]] = {
-    "quick": dict(env="gradkit/PointOmni-v0", env_kwargs={}, iterations=40, seeds=[0], dc_every=5,
+    "quick": dict(env="gradkit/PointOmni-v0", env_kwargs={}, iterations=40, seeds=[0, 1, 2], dc_every=5,
                   hp=dict(POINT, critic_steps=100)),
     "default": dict(env="gradkit/PointOmni-v0", env_kwargs={}, iterations=60, seeds=[0, 1], dc_every=10,
                     hp=dict(POINT, critic_steps=200)),
@@ -34,6 +38,49 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                          pg_steps=150, replay_size=1_000_000)),
 }
 ALGOS = ("dcg-me", "pga-me", "map-elites")
+K_SE = 2.0  #: a claim holds when the mean paired difference over seeds exceeds K_SE standard errors
+
+
+def paired_beyond(a: Sequence[float], b: Sequence[float], k: float = K_SE) -> Tuple[bool, str]:
+    """Is ``a`` above ``b``, seed by seed? ``(holds, detail)``.
+
+    The paired differences ``a_i - b_i`` over seeds must have a mean above ``k`` standard errors
+    (``std(ddof=1) / sqrt(n)``) and above 0: strict, so an exact tie never holds (a mean of 0 is not
+    above ``k * 0``). One seed gives no standard error, so the claim is undecided and does not hold.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError(f"paired_beyond needs two equal-length 1-D sequences of finite values, got {a!r} and {b!r}")
+    diffs = a - b
+    m = float(diffs.mean())
+    if diffs.size < 2:
+        return False, f"undecided: diff {m:+.3f} on one seed (a margin of {k:g} SE needs >= 2 seeds)"
+    se = float(diffs.std(ddof=1) / np.sqrt(diffs.size))
+    return bool(m > k * se and m > 0.0), f"paired diff {m:+.3f} ± {se:.3f} SE over {diffs.size} seeds, margin {k:g} SE"
+
+
+def add_claims(res: Result, runs: Dict[str, List[Dict[str, Any]]], mean: Dict[str, Dict[str, float]],
+               k: float = K_SE) -> None:
+    """The reproduction's claims, each a paired difference over seeds beyond ``k`` SE (:func:`paired_beyond`)."""
+
+    def beats(a: str, b: str, key: str, text: str) -> None:
+        va = [r["row"][key] for r in runs[a]]
+        vb = [r["row"][key] for r in runs[b]]
+        ok, how = paired_beyond(va, vb, k)
+        res.add_claim(text, ok, f"{np.mean(va):.3f} vs {np.mean(vb):.3f} ({how})")
+
+    beats("dcg-me", "pga-me", "qd_score",
+          f"QD score: DCG-ME > PGA-ME ({100 * (mean['dcg-me']['qd_score'] / max(mean['pga-me']['qd_score'], 1e-9) - 1):+.0f}%;"
+          " paper: +82% on average)")
+    beats("dcg-me", "map-elites", "qd_score", "QD score: DCG-ME > MAP-Elites")
+    beats("dcg-me", "pga-me", "coverage", "coverage: DCG-ME > PGA-ME")
+    d = runs["dcg-me"]
+    first = [r["dc_err"][0] for r in d]
+    last = [r["dc_err"][-1] for r in d]
+    ok, how = paired_beyond(first, last, k)  # error at iteration 0 above the final error: it fell
+    res.add_claim("the distilled actor's descriptor error falls over training", ok,
+                  f"{np.mean(first):.3f} at iteration 0 -> {np.mean(last):.3f} at iteration {d[0]['dc_it'][-1]} "
+                  f"(normalised units; {how})")
 
 
 def run_one(algo: str, preset: Dict[str, Any], seed: int, progress: bool = False) -> Dict[str, Any]:
@@ -108,27 +155,15 @@ def run(*, quick: bool = False, full: bool = False, out=None, seed: int = 0, pro
 
     res.add_note("equal budgets hold by construction (every algorithm evaluates ga_batch + pg_batch offspring per "
                  "iteration): " + ", ".join(f"{a} {mean[a]['evaluations']:.0f}" for a in ALGOS) + " evaluations")
-    def beats(a: str, b: str, key: str, text: str) -> None:
-        """``a`` above ``b`` on ``key``: over >= 2 seeds the paired mean difference must exceed 2 SE; with one seed
-        (the quick preset) it must exceed 2 % of ``b``'s value. An exact tie never passes."""
-        va = [r["row"][key] for r in runs[a]]
-        vb = [r["row"][key] for r in runs[b]]
-        diffs = [x - y for x, y in zip(va, vb)]
-        m = float(np.mean(diffs))
-        if len(diffs) > 1:
-            se = float(np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
-            ok, how = m > 2 * se and m > 0, f"paired diff {m:+.3f} ± {se:.3f} SE over {len(diffs)} seeds, margin 2 SE"
-        else:
-            ok, how = m > 0.02 * abs(vb[0]), f"diff {m:+.3f} on one seed, margin 2 % of {b}'s value"
-        res.add_claim(text, ok, f"{np.mean(va):.3f} vs {np.mean(vb):.3f} ({how})")
+    def mean_se(a: str, key: str) -> str:
+        v = np.array([r["row"][key] for r in runs[a]], dtype=np.float64)
+        se = v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else float("nan")
+        return f"{a} {v.mean():.4g} ± {se:.3g}"
 
-    beats("dcg-me", "pga-me", "qd_score",
-          f"QD score: DCG-ME > PGA-ME ({100 * (mean['dcg-me']['qd_score'] / max(mean['pga-me']['qd_score'], 1e-9) - 1):+.0f}%;"
-          " paper: +82% on average)")
-    beats("dcg-me", "map-elites", "qd_score", "QD score: DCG-ME > MAP-Elites")
-    beats("dcg-me", "pga-me", "coverage", "coverage: DCG-ME > PGA-ME")
-    res.add_claim("the distilled actor's descriptor error falls over training", err[-1] < err[0],
-                  f"{err[0]:.3f} at iteration 0 -> {err[-1]:.3f} at iteration {d[0]['dc_it'][-1]} (normalised units)")
+    res.add_note(f"mean ± SE over {len(run_seeds)} seeds: QD score " + ", ".join(mean_se(a, "qd_score") for a in ALGOS)
+                 + "; coverage " + ", ".join(mean_se(a, "coverage") for a in ALGOS))
+    add_claims(res, runs, mean)
+    res.meta.update(claim_margin_se=K_SE)
     res.meta.update(preset=name, env=preset["env"], env_kwargs=preset["env_kwargs"], hp=preset["hp"],
                     iterations=preset["iterations"], seeds=run_seeds)
     res.add_note("actor_episodes: DCG-ME's distilled-actor episodes (critic training data, not inserted), "
