@@ -245,7 +245,7 @@ def test_user_register_function_and_decorator(monkeypatch):
 
 
 def test_kinds_cover_the_design_table():
-    expected = {"explainers", "optimizers", "transforms", "unlearners", "agents", "simulators", "envs", "samplers", "estimators",
+    expected = {"explainers", "optimizers", "transforms", "text_optimizers", "unlearners", "agents", "simulators", "envs", "samplers", "estimators",
                 "architectures", "trainers", "rewards", "solvers", "benchmarks", "reproductions", "metrics"}
     assert set(gk.kinds()) == expected
     from gradkit_core import hookspecs
