@@ -173,6 +173,6 @@ def run(*, quick: bool = False, full: bool = False, seed: int = 0, out=None, pro
     claim("VSPO's held-out EM curve is smoother than GRPO's (sd of EM changes between evaluations)",
           "vspo+prs", "grpo+prs", rough)
     res.add_note("Policy: tiny GPT (support package) over a word vocabulary, SFT on 200 noisy demos; the SmolLM2 code path "
-                 "is exercised by tools/llm_vspo.py, not here. Long-form LLM-judge rewards are not reproduced. Task value "
+                 "is exercised by `python -m gradkit_vspo.llm_run`, not here. Long-form LLM-judge rewards are not reproduced. Task value "
                  "and the value-smoothing clip are reconstructions (the paper's method text was not available).")
     return res
