@@ -38,7 +38,7 @@ from .oracles import FaceEmbedder, OracleEnsemble, far_threshold, train_oracle
 from .vae import DisentangledFaceVAE
 
 CONFIGS = {
-    "quick": dict(n_ids=100, per_id=12, far=1e-3, oracle_epochs=10, vae_epochs=12, hinge_steps=120, diff_steps=1000,
+    "quick": dict(n_ids=100, per_id=12, far=1e-3, oracle_epochs=10, vae_epochs=12, hinge_steps=120, diff_steps=1500,
                   seeds=2),
     "default": dict(n_ids=200, per_id=16, far=1e-3, oracle_epochs=10, vae_epochs=15, hinge_steps=200, diff_steps=3000,
                     seeds=3),
