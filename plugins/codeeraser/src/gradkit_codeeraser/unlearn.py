@@ -43,6 +43,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gradkit_core.checks import number
 from gradkit_core.unlearning import check_budget, check_seed, materialize as _materialize, planned_steps, rollback_on_failure, run_record
 
 from gradkit_support.models import logits_of
@@ -149,9 +150,8 @@ def check_forget_mask(b: Dict[str, Optional[torch.Tensor]], index: int) -> None:
 
 
 def _finite(name: str, v: Any, *, positive: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
-    return float(v)
+    """A finite number >= 0 (> 0 if ``positive``) (:func:`gradkit_core.checks.number`)."""
+    return number(name, v, low=0.0, low_open=positive)
 
 
 # ---------------------------------------------------------------------------- the unlearner

@@ -24,6 +24,8 @@ from typing import Callable, Optional
 
 import torch
 
+from gradkit_core.checks import number
+
 from .schedules import EDMSchedule, SKIP_TYPES, time_grid
 
 
@@ -41,16 +43,8 @@ class SamplerDivergedError(FloatingPointError):
 
 
 def _finite_number(name, val, *, low=None, high=None, low_open=False):
-    if isinstance(val, bool) or not isinstance(val, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(val).__name__} {val!r}")
-    val = float(val)
-    if not math.isfinite(val):
-        raise ValueError(f"{name} must be finite, got {val!r}")
-    if low is not None and (val <= low if low_open else val < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {val!r}")
-    if high is not None and val > high:
-        raise ValueError(f"{name} must be <= {high}, got {val!r}")
-    return val
+    """A finite real hyperparameter in its range (:func:`gradkit_core.checks.number`)."""
+    return number(name, val, low=low, high=high, low_open=low_open)
 
 
 class DiffusionSampler(abc.ABC):

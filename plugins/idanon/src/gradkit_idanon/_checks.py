@@ -6,6 +6,8 @@ import math
 
 import torch
 
+from gradkit_core.checks import number
+
 
 def check_tensor(x, name: str, *, ndim: int | None = None, shape_tail: tuple | None = None) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
@@ -28,16 +30,8 @@ def check_images(x, name: str = "x", size: int = 32) -> torch.Tensor:
 
 
 def check_float(v, name: str, *, low=None, high=None, low_open=False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(v).__name__}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if low is not None and (v <= low if low_open else v < low):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
-    if high is not None and v > high:
-        raise ValueError(f"{name} must be <= {high}, got {v}")
-    return v
+    """A finite real hyperparameter in its range (:func:`gradkit_core.checks.number`)."""
+    return number(name, v, low=low, high=high, low_open=low_open)
 
 
 def check_int(v, name: str, *, low: int = 1) -> int:

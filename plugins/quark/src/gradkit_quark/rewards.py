@@ -29,6 +29,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
+from gradkit_core.checks import number
+
 #: version tag of the reconstructed equations; kept in configs and result files
 VERSION = "rfn_trifactor_v0"
 
@@ -38,16 +40,8 @@ Tensor = torch.Tensor
 # ---------------------------------------------------------------------------------------------- validation
 def _finite_number(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
                    low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if v < low or (low_open and v == low) or v > high or (high_open and v == high):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value!r}")
-    return v
+    """A finite real hyperparameter in its range (:func:`gradkit_core.checks.number`)."""
+    return number(name, value, low=low, high=high, low_open=low_open, high_open=high_open)
 
 
 def as_reward_matrix(rewards: Any, k: Optional[int] = None, *, what: str = "rewards") -> Tensor:

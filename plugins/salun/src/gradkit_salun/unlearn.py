@@ -34,6 +34,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gradkit_core.checks import number
 from gradkit_core.unlearning import check_budget, check_seed, rollback_on_failure, run_record
 
 from gradkit_support.models import logits_of
@@ -120,15 +121,9 @@ def check_nonempty(data: Iterable, role: str) -> None:
 
 def check_finite(name: str, value: Any, *, low: float = 0.0, low_open: bool = False,
                  high: Optional[float] = None, high_open: bool = False) -> float:
-    """A finite real hyperparameter in the given range, else a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    v = float(value)
-    if v < low or (low_open and v == low) or (high is not None and (v > high or (high_open and v == high))):
-        lb = "(" if low_open else "["
-        hb = ")" if high_open else "]"
-        raise ValueError(f"{name} must lie in {lb}{low}, {high if high is not None else 'inf'}{hb}, got {value!r}")
-    return v
+    """A finite real hyperparameter in the given range (default: >= 0), else an error naming it
+    (:func:`gradkit_core.checks.number`)."""
+    return number(name, value, low=low, low_open=low_open, high=high, high_open=high_open)
 
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:

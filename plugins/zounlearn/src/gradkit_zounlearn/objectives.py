@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from gradkit_core.checks import number
 from gradkit_core.unlearning import check_budget, check_seed, materialize as _materialize, planned_steps, rollback_on_failure, run_record
 
 from gradkit_support.models import logits_of
@@ -125,9 +126,8 @@ def _batch(batch: Any, what: str):
 
 
 def _finite(name: str, v: Any, *, positive: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}")
-    return float(v)
+    """A finite number >= 0 (> 0 if ``positive``) (:func:`gradkit_core.checks.number`)."""
+    return number(name, v, low=0.0, low_open=positive)
 
 
 def make_optimizer(name_or_opt, params, lr: float, **kw) -> torch.optim.Optimizer:
