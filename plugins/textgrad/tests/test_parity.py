@@ -5,28 +5,15 @@ Graphs are chosen so every variable receives one gradient: the reference keeps g
 several the order of their texts in its prompts varies from run to run."""
 
 import hashlib
-import importlib.machinery
-import importlib.util
-import os
-import sys
-import tempfile
-import types
 from collections import Counter
 
 import pytest
 
-if importlib.util.find_spec("textgrad") is None:
-    pytest.skip("the reference textgrad==0.1.8 is in the test extra", allow_module_level=True)
-if "litellm" not in sys.modules and importlib.util.find_spec("litellm") is None:
-    # textgrad imports litellm at import time for an experimental engine never used here
-    stub = types.ModuleType("litellm")
-    stub.completion = None
-    stub.__spec__ = importlib.machinery.ModuleSpec("litellm", None)
-    sys.modules["litellm"] = stub
+from gradkit_textgrad.bench import import_reference, reference_engine
 
-# the reference writes a JSONL log under ./logs/ at import time unless told where
-os.environ.setdefault("TEXTGRAD_LOG_DIR", tempfile.mkdtemp(prefix="textgrad-logs-"))
-import textgrad as ref  # noqa: E402
+ref = import_reference()  # the reference textgrad module, its litellm stand-in and log directory set up
+if ref is None:
+    pytest.skip("the reference textgrad==0.1.8 is in the test extra", allow_module_level=True)
 from textgrad.autograd import StringBasedFunction as RefStringFn  # noqa: E402
 from textgrad.engine import EngineLM  # noqa: E402
 
@@ -48,17 +35,7 @@ def make_scripted():
     ])
 
 
-class RefEngine(EngineLM):
-    model_string = "scripted"
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def generate(self, prompt, system_prompt=None, **kw):
-        return self.inner(prompt, system_prompt=system_prompt)
-
-    def __call__(self, prompt, system_prompt=None, **kw):
-        return self.generate(prompt, system_prompt=system_prompt)
+RefEngine = reference_engine(ref)
 
 
 LONG_Q = ("A farmer has seventeen sheep and all but nine run away while the dog sleeps under the old oak tree near "

@@ -43,20 +43,28 @@ def _iteration(V, llmcall, textloss, tgd, tg_sum, eng, width):
     tgd([sysp], eng).step()
 
 
-def _reference():
+def import_reference():
+    """The reference ``textgrad`` module (0.1.8), or None when it is not installed.  It imports ``litellm`` at
+    import time for an engine never used here (a stand-in module is installed when ``litellm`` is absent) and
+    writes a JSONL log under ``./logs/`` unless ``TEXTGRAD_LOG_DIR`` says where (a temporary directory)."""
     if importlib.util.find_spec("textgrad") is None:
         return None
     if "litellm" not in sys.modules and importlib.util.find_spec("litellm") is None:
-        # textgrad imports litellm at import time for an experimental engine never used here
         stub = types.ModuleType("litellm")
         stub.completion = None
         stub.__spec__ = importlib.machinery.ModuleSpec("litellm", None)
         sys.modules["litellm"] = stub
     os.environ.setdefault("TEXTGRAD_LOG_DIR", tempfile.mkdtemp(prefix="textgrad-logs-"))  # not ./logs/
-    import textgrad as tg
+    import textgrad
+
+    return textgrad
+
+
+def reference_engine(tg):
+    """The reference's engine class around one of our engines (``inner(prompt, system_prompt=...)``)."""
     from textgrad.engine import EngineLM
 
-    class Eng(EngineLM):
+    class RefEngine(EngineLM):
         model_string = "scripted"
 
         def __init__(self, inner):
@@ -68,6 +76,14 @@ def _reference():
         def __call__(self, prompt, system_prompt=None, **kw):
             return self.generate(prompt, system_prompt=system_prompt)
 
+    return RefEngine
+
+
+def _reference():
+    tg = import_reference()
+    if tg is None:
+        return None
+    Eng = reference_engine(tg)
     return dict(V=tg.Variable, llmcall=tg.autograd.LLMCall, textloss=tg.TextLoss,
                 tgd=lambda ps, e: tg.TGD(parameters=ps, engine=e), tg_sum=tg.sum, wrap=Eng)
 
