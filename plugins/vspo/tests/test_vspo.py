@@ -1,6 +1,4 @@
 import math
-from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -42,22 +40,11 @@ def test_advantages_match_trl():
     assert torch.allclose(grpo_advantages(rewards.view(-1, G)).reshape(-1), ref, atol=1e-6)
 
 
-class _Acc:
-    num_processes = 1
-    sync_gradients = True
-
-    def gather(self, x):
-        return x
-
-    gather_for_metrics = gather
-
-    def reduce(self, x, reduction="sum"):
-        return x
-
-
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo"])
 def test_loss_matches_trl_compute_loss(loss_type):
-    trl = pytest.importorskip("trl")
+    pytest.importorskip("trl")
+    from gradkit_vspo.bench import trl_trainer
+
     g = torch.Generator().manual_seed(1)
     N, T = 6, 7
     logp = (-torch.rand(N, T, generator=g) * 3).requires_grad_(True)
@@ -65,13 +52,7 @@ def test_loss_matches_trl_compute_loss(loss_type):
     adv = torch.randn(N, generator=g)
     mask = (torch.rand(N, T, generator=g) > 0.3).long()
     mask[:, 0] = 1
-    t = trl.GRPOTrainer.__new__(trl.GRPOTrainer)
-    t.__dict__.update(top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token",
-                      beta=0.0, loss_type=loss_type, epsilon_low=0.2, epsilon_high=0.28,
-                      args=SimpleNamespace(delta=None, use_bias_correction_kl=False), model=SimpleNamespace(training=False),
-                      current_gradient_accumulation_steps=1, accelerator=_Acc(), aux_loss_enabled=False,
-                      _entropy_bonus_enabled=False, use_vllm=False, _metrics=defaultdict(lambda: defaultdict(list)))
-    t._get_per_token_logps_and_entropies = lambda *a, **k: (logp, torch.zeros(N, T), None)
+    t = trl_trainer(logp, loss_type, clip=(0.2, 0.28))
     inputs = dict(prompt_ids=torch.zeros(N, 2, dtype=torch.long), prompt_mask=torch.ones(N, 2, dtype=torch.long),
                   completion_ids=torch.zeros(N, T, dtype=torch.long), completion_mask=mask, advantages=adv,
                   old_per_token_logps=old)

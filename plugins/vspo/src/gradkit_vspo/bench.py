@@ -29,12 +29,14 @@ class _Acc:
         return x
 
 
-def _trl_trainer(logp, loss_type):
+def trl_trainer(logp, loss_type, clip=(0.2, 0.2)):
+    """A ``trl.GRPOTrainer`` whose ``_compute_loss`` runs on the given per-token log-probs (no model, one
+    process): what the bench times and the parity test compares our loss with."""
     import torch
     import trl
     t = trl.GRPOTrainer.__new__(trl.GRPOTrainer)
     t.__dict__.update(top_entropy_quantile=1.0, off_policy_mask_threshold=None, importance_sampling_level="token",
-                      beta=0.0, loss_type=loss_type, epsilon_low=0.2, epsilon_high=0.2,
+                      beta=0.0, loss_type=loss_type, epsilon_low=clip[0], epsilon_high=clip[1],
                       args=SimpleNamespace(delta=None, use_bias_correction_kl=False), model=SimpleNamespace(training=False),
                       current_gradient_accumulation_steps=1, accelerator=_Acc(), aux_loss_enabled=False,
                       _entropy_bonus_enabled=False, use_vllm=False, _metrics=defaultdict(lambda: defaultdict(list)))
@@ -65,7 +67,7 @@ def run(*, quick: bool = False, seed: int = 0) -> Result:
         old = logp.detach() + 0.3 * torch.randn(n, T, generator=g)
         adv = torch.randn(n, generator=g)
         mask = (torch.rand(n, T, generator=g) > 0.2).long()
-        t = _trl_trainer(logp, "grpo")
+        t = trl_trainer(logp, "grpo")
         inputs = dict(prompt_ids=torch.zeros(n, 1, dtype=torch.long), prompt_mask=torch.ones(n, 1, dtype=torch.long),
                       completion_ids=torch.zeros(n, T, dtype=torch.long), completion_mask=mask, advantages=adv,
                       old_per_token_logps=old)
