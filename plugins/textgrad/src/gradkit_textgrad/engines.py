@@ -119,7 +119,7 @@ class OpenAICompatibleEngine:
     """Chat completions through the ``openai`` client.
 
     ``base_url`` defaults to ``$OPENAI_BASE_URL`` and ``api_key`` to ``$OPENAI_API_KEY``; a loopback base URL
-    without a key uses the placeholder key ``"local"`` (local servers ignore it).  ``timeout`` (seconds, per
+    without a key sends the key ``"local"`` (local servers ignore it).  ``timeout`` (seconds, per
     request) and ``max_retries`` (the client's own retries with backoff, on connection errors, timeouts, 408/409/
     429 and 5xx) are passed to the client.  Failures raise :class:`EngineError` naming the endpoint."""
 
