@@ -30,6 +30,7 @@ from typing import Any, Dict, List
 
 from gradkit_core.results import Result, run_many
 
+from .reproduce import tune_learning_rates
 from .rewards import VERSION
 
 ARMS = ("trl-sum", "trl-weights", "trl-norm-then-sum", "rfn", "tri-factor")
@@ -141,23 +142,9 @@ def run(*, quick: bool = False, full: bool = False, seed: int = 0, out=None, pro
                   "the same reward matrix, to 1e-5", err < 1e-5, f"max |diff| = {err:.2e}")
 
     grid = cfg["lr_grid"]
-    tune = [dict(arm=a, lr=lr, seed=seed + i, steps=cfg["steps"], groups=cfg["groups"]) for a in ARMS for lr in grid
-            for i in range(cfg["tune_seeds"])]
-    tuned = run_many(train_arm, tune, jobs=jobs, cache_dir=cache, resume=resume, progress_bar=progress, desc="tune")
-    best: Dict[str, float] = {}
-    for a in ARMS:
-        score = {lr: statistics.mean(o["worst"] for t, o in zip(tune, tuned) if t["arm"] == a and t["lr"] == lr)
-                 for lr in grid}
-        best[a] = max(grid, key=lambda lr: score[lr])
-        res.meta[f"tune_{a}"] = {f"{lr:g}": round(v, 4) for lr, v in score.items()}
-    hurt = {a for a in ARMS if max(res.meta[f"tune_{a}"].values()) < 0}
-    inside = {a: grid[0] < best[a] < grid[-1] for a in ARMS if a not in hurt}
-    # an arm whose worst objective is below the reference at every lr is made worse by training itself (its best is
-    # then the smallest step); when that holds for every arm the grid decides nothing and the claim fails
-    res.add_claim("protocol: every arm's best learning rate lies strictly inside its grid (arms whose worst objective "
-                  "falls below the reference at every learning rate excepted: " + (", ".join(sorted(hurt)) or "none")
-                  + "; fails when that is every arm)", bool(inside) and all(inside.values()),
-                  ", ".join(f"{a} {best[a]:g}" for a in ARMS))
+    best = tune_learning_rates(res, train_arm, ARMS, grid, arm_key="arm",
+                               extra=dict(steps=cfg["steps"], groups=cfg["groups"]), seed=seed,
+                               tune_seeds=cfg["tune_seeds"], jobs=jobs, cache=cache, resume=resume, progress=progress)
 
     seeds = [seed + 100 + i for i in range(cfg["eval_seeds"])]
     ev = [dict(arm=a, lr=best[a], seed=s, steps=cfg["steps"], groups=cfg["groups"]) for a in ARMS for s in seeds]
