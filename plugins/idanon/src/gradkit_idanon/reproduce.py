@@ -210,10 +210,12 @@ def run(*, quick: bool = False, full: bool = False, seed: int = 0, out=None, pro
         d, se = diff(base, "ours", "attr_mae")
         res.add_claim(f"attributes: ours preserves them better than {base} (MAE diff > 2 SE)", d > K * se and d > 0,
                       f"MAE diff {d:.3f} ± {se:.3f}")
+    # the guidance drives each sample's similarity below the hinge threshold, so the share above it falling is the
+    # mechanism working (a check of it), not a claim; the claim is the held-out oracle's re-ID below
     d, se = diff("ours-no-hinge", "ours", "above_hinge")
-    res.add_claim("hinge ablation: without the hinge more samples stay above the hinge threshold (> 2 SE)",
-                  d > K * se and d > 0, f"share above: no hinge {_ms(stat[('ours-no-hinge', 'above_hinge')])[0]:.3f}, "
-                  f"ours {_ms(stat[('ours', 'above_hinge')])[0]:.3f}; diff {d:.3f} ± {se:.3f}")
+    res.add_note(f"hinge mechanism: share of samples above the hinge threshold without the hinge "
+                 f"{_ms(stat[('ours-no-hinge', 'above_hinge')])[0]:.3f}, with it {_ms(stat[('ours', 'above_hinge')])[0]:.3f} "
+                 f"(diff {d:.3f} ± {se:.3f}; the guidance targets this quantity, so it is not counted as a claim)")
     d, se = diff("ours-no-hinge", "ours", "reid_heldout")
     res.add_claim("hinge ablation: without the hinge held-out re-ID is higher (> 2 SE)", d > K * se and d > 0,
                   f"diff {d:.3f} ± {se:.3f}")
