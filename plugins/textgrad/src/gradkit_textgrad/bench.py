@@ -55,6 +55,8 @@ def import_reference():
         stub.__spec__ = importlib.machinery.ModuleSpec("litellm", None)
         sys.modules["litellm"] = stub
     os.environ.setdefault("TEXTGRAD_LOG_DIR", tempfile.mkdtemp(prefix="textgrad-logs-"))  # not ./logs/
+    # an installed litellm fetches its model cost map from GitHub at import: nothing is downloaded at run time
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import textgrad
 
     return textgrad
