@@ -6,8 +6,11 @@ raw gymnasium env, side by side in one process (CPU time, median of interleaved 
 Each variant re-implements ``LocomotionEnv.step`` (feet-contact tasks) with the named part left out:
 ``-check`` the non-finite-action check, ``-scan`` the feet-contact scan, ``-desc`` the running-descriptor array,
 ``-obs`` the observation copy with the time feature; ``bare`` keeps only forwarding the step, the reward offset
-and clip and the step count.  ``full`` (all parts) must cost what the task's own ``step`` costs, which checks
-that the replica is faithful.  Prints µs per step and the difference to the raw env.
+and clip and the step count.  ``full`` (all parts) must cost what the task's own ``step`` on gymnasium's step
+(``task``, built with ``fused_step=False``) costs, which checks that the replica is faithful.  ``fused`` is the task
+as built by default (the v5 step computed by ``gradkit_locomotion.fused``, bit-for-bit gymnasium's result), and
+``physics`` is MuJoCo alone (``ctrl``, ``mj_step`` over ``frame_skip``, ``mj_rnePostConstraint``), the floor.
+Prints µs per step and the difference to the raw env.
 """
 
 from __future__ import annotations
@@ -66,12 +69,22 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--reps", type=int, default=7)
     args = ap.parse_args()
-    task = gym.make(args.env, episode_length=10**9).unwrapped
+    task = gym.make(args.env, episode_length=10**9, fused_step=False).unwrapped
+    fused = gym.make(args.env, episode_length=10**9).unwrapped
     if not task._feet_scan:
         raise SystemExit(f"{args.env} has no feet-contact descriptor; pick a *Uni task")
     raw = gym.make(args.env, episode_length=10**9).unwrapped.base_env
     acts = np.random.default_rng(0).uniform(-1, 1, size=(args.steps,) + task.action_space.shape)
-    variants = {"raw": raw.step, "task": task.step, "full": variant(task),
+    import mujoco
+
+    m, d, nstep = raw.model, raw.data, raw.frame_skip
+
+    def physics(a):
+        d.ctrl[:] = a
+        mujoco.mj_step(m, d, nstep)
+        mujoco.mj_rnePostConstraint(m, d)
+
+    variants = {"raw": raw.step, "physics": physics, "fused": fused.step, "task": task.step, "full": variant(task),
                 "-check": variant(task, check=False), "-scan": variant(task, scan=False),
                 "-desc": variant(task, desc=False), "-obs": variant(task, obs=False),
                 "bare": variant(task, False, False, False, False)}
@@ -80,6 +93,7 @@ def main() -> None:
         for name, fn in variants.items():
             raw.reset(seed=0)
             task.reset(seed=0)
+            fused.reset(seed=0)
             t0 = time.process_time()
             for a in acts:
                 fn(a)

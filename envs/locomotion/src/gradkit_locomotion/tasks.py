@@ -32,6 +32,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .fused import sum_squares
+
+_F64 = np.dtype(np.float64)
+
 FEET_CONTACT = "feet_contact"
 FINAL_XY = "final_xy"
 OMNI_REWARD_OFFSET = 3.03
@@ -102,6 +106,12 @@ class LocomotionEnv(gym.Env):
         divide the observation's first two entries (x, y) by ``desc_bound`` (ant_omni).
     time_feature:
         append ``(T - t) / T`` to the observation.
+    fused_step:
+        for gymnasium's own v5 HalfCheetah, Hopper, Walker2d and Ant envs, step the physics and compute
+        the v5 observation, reward, termination and info in one function (:mod:`gradkit_locomotion.fused`:
+        bit-for-bit gymnasium's result, without its per-step Python overhead) instead of calling
+        ``base_env.step``; ``False`` always calls ``base_env.step``.  Any other base env, a float32 or
+        list action, or a gymnasium whose step code differs from the verified one use ``base_env.step``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
@@ -119,6 +129,7 @@ class LocomotionEnv(gym.Env):
         clip_reward: bool = True,
         scale_xy_obs: bool = False,
         time_feature: bool = True,
+        fused_step: bool = True,
     ):
         if descriptor not in (FEET_CONTACT, FINAL_XY):
             raise ValueError(f"descriptor must be {FEET_CONTACT!r} or {FINAL_XY!r}, got {descriptor!r}")
@@ -178,6 +189,10 @@ class LocomotionEnv(gym.Env):
 
         self._feet_scan = descriptor == FEET_CONTACT
         self._n_base = int(np.prod(base_obs.shape))
+        self._obs_size = self._n_base + (1 if self.time_feature else 0)
+        self.fused_step = bool(fused_step)
+        self._act_shape = tuple(self.action_space.shape)
+        self._kernel = self._build_kernel()
         self._t = 0
         self._contact_sum = [0.0] * len(self.feet)
         self._xy = np.zeros(2)
@@ -235,9 +250,22 @@ class LocomotionEnv(gym.Env):
             obs[n] = (self.episode_length - self._t) / self.episode_length
         return obs
 
+    def _build_kernel(self):
+        if not self.fused_step:
+            return None
+        from .fused import fused_kernel
+
+        return fused_kernel(self.base_env, self._obs_size)
+
+    @property
+    def uses_fused_step(self) -> bool:
+        """Whether float64 actions are stepped by the fused v5 step (:mod:`gradkit_locomotion.fused`)."""
+        return self._kernel is not None
+
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         super().reset(seed=seed)
         base_obs, info = self.base_env.reset(seed=seed, options=options)
+        self._kernel = self._build_kernel()  # reads the base env's settings once per episode
         self._t = 0
         self._contact_sum = [0.0] * len(self.feet)
         self._xy = self._xy_descriptor() if self.descriptor_kind == FINAL_XY else self._xy
@@ -248,18 +276,30 @@ class LocomotionEnv(gym.Env):
         return self._obs(base_obs), info
 
     def step(self, action):
-        # Kept lean on purpose: the goal is at most 5% over the raw env's step time (bench.py; not met on
-        # HalfCheetah, whose raw step is ~40 us CPU, see the README), so every attribute lookup and numpy call counts.
-        # The finiteness check is one tolist + sum (np.isfinite(a).all() costs 4x more).
+        # Kept lean on purpose: the goal is at most 5% over the raw v5 env's step time (bench.py), so every
+        # attribute lookup and numpy call counts.  A float64 action of the right shape on gymnasium's own
+        # v5 robots takes the fused step (fused.py: gymnasium's arithmetic, bit for bit, in one function);
+        # its finiteness check comes free with the control cost's sum of squares (a NaN or inf entry makes
+        # it non-finite; only then is the exact check run).  Anything else goes through base_env.step.
         # Measured choices: the descriptor is filled entry by entry into np.empty (np.array of a few
         # floats or a ufunc on a stored array costs 2-3x more), the contact list is read only when ncon > 0,
         # and one foot touching with several contacts counts once (bit mask).
-        try:
-            if not math.isfinite(sum(action.tolist())):
+        kernel = self._kernel
+        if kernel is not None and type(action) is np.ndarray and action.dtype == _F64 and action.shape == self._act_shape:
+            sq = sum_squares(action.tolist())
+            if not math.isfinite(sq):
+                check_finite_action(action)  # raises unless the sum merely overflowed
+            obs, reward, terminated, info = kernel(action, sq)
+            truncated = False
+        else:
+            try:
+                if not math.isfinite(sum(action.tolist())):
+                    check_finite_action(action)
+            except (AttributeError, TypeError):
                 check_finite_action(action)
-        except (AttributeError, TypeError):
-            check_finite_action(action)
-        base_obs, reward, terminated, truncated, info = self.base_env.step(action)
+            base_obs, reward, terminated, truncated, info = self.base_env.step(action)
+            obs = np.empty(self._obs_size)
+            obs[:self._n_base] = base_obs
         t = self._t = self._t + 1
         if self.omni_reward:
             reward = info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
@@ -293,11 +333,7 @@ class LocomotionEnv(gym.Env):
         if terminated or truncated:
             info["final_descriptor"] = desc.copy()
         if self.time_feature:
-            obs = np.empty(self._n_base + 1)
-            obs[:-1] = base_obs
             obs[-1] = (self.episode_length - t) / self.episode_length
-        else:
-            obs = np.array(base_obs, dtype=np.float64)
         if self.scale_xy_obs:
             obs[:2] /= self.desc_bound
         return obs, reward, bool(terminated), bool(truncated), info
@@ -329,7 +365,7 @@ class AntOmni(LocomotionEnv):
     """
 
     def __init__(self, episode_length: int = 250, desc_bound: float = 30.0, render_mode=None,
-                 fixed_start: bool = True, **ant_kwargs):
+                 fixed_start: bool = True, fused_step: bool = True, **ant_kwargs):
         base = _ant(
             exclude_current_positions_from_observation=False,
             forward_reward_weight=0.0,
@@ -346,6 +382,7 @@ class AntOmni(LocomotionEnv):
             omni_reward=True,
             reward_offset=OMNI_REWARD_OFFSET,
             scale_xy_obs=True,
+            fused_step=fused_step,
         )
 
     def _extra_ant_kwargs(self) -> Dict[str, Any]:
@@ -362,13 +399,15 @@ class AntTrapOmni(AntOmni):
 class _UniTask(LocomotionEnv):
     _robot = ""
 
-    def __init__(self, episode_length: int = 1000, render_mode=None, fixed_start: bool = True, **base_kwargs):
+    def __init__(self, episode_length: int = 1000, render_mode=None, fixed_start: bool = True,
+                 fused_step: bool = True, **base_kwargs):
         self.fixed_start = bool(fixed_start)
         super().__init__(
             self._make_base(render_mode=render_mode, **fixed_start_kwargs(fixed_start, base_kwargs)),
             descriptor=FEET_CONTACT,
             episode_length=episode_length,
             feet=FEET[self._robot],
+            fused_step=fused_step,
         )
 
 
