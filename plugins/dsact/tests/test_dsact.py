@@ -327,7 +327,8 @@ def test_full_runs_are_stored_and_resumed(tmp_path):
     from gradkit_dsact.reproduce import run
 
     first = run(full=True, steps=60, seeds=[0], out=tmp_path, progress=False)
-    assert len(list((tmp_path / "runs").glob("*.json"))) == 3
-    assert [r["method"] for r in first.rows] == ["DSAC-T", "DSAC-v1", "SAC"]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 4
+    assert [r["method"] for r in first.rows] == ["DSAC-T", "DSAC-v1", "SAC", "TD3"]
+    assert any("TD3" in c.text for c in first.claims)
     again = run(full=True, steps=60, seeds=[0], out=tmp_path, progress=False, resume=True)
     assert again.rows == first.rows  # wall_s included: read back, not rerun

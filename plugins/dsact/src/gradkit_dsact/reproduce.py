@@ -30,7 +30,7 @@ from gradkit_core.results import Result, progress as _progress
 
 ALGOS = ("dsac-t", "dsac-v1", "sac", "td3")
 RS_ALGOS = ("dsac-t", "dsac-v1", "sac")  # the reward-scale experiment (the paper's comparison)
-FULL_ALGOS = ("dsac-t", "dsac-v1", "sac")
+FULL_ALGOS = ("dsac-t", "dsac-v1", "sac", "td3")
 LABEL = {"dsac-t": "DSAC-T", "dsac-v1": "DSAC-v1", "sac": "SAC", "td3": "TD3"}
 RS_K = 2.0  # the reward-scale claim needs a spread difference above RS_K standard errors
 
@@ -191,12 +191,12 @@ def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool =
 
     env_id = "Hopper-v5"
     eval_every = max(steps // 20, 1)
-    res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC on {env_id} ({steps} env steps, UTD 1, seeds {seeds})")
+    res = Result("dsact", title=f"DSAC-T vs DSAC-v1 vs SAC vs TD3 on {env_id} ({steps} env steps, UTD 1, seeds {seeds})")
     res.meta.update(env=env_id, steps=steps, seeds=seeds, hp=dict(MUJOCO_HP))
     tasks = []
     for algo in FULL_ALGOS:
         hp = dict(MUJOCO_HP)
-        if algo == "sac":
+        if algo in ("sac", "td3"):  # the SAC and TD3 papers' ReLU networks
             hp["activation"] = "relu"
         tasks += [dict(algo=algo, env_id=env_id, seed=s, steps=steps, eval_every=eval_every, eval_episodes=5, hp=hp,
                        reward_scale=1.0, q_bias_every=eval_every) for s in seeds]
@@ -228,8 +228,10 @@ def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool =
                   f"{finals['dsac-t']:.1f} vs {finals['sac']:.1f}")
     res.add_claim("DSAC-T's final return > DSAC-v1's (strict: a tie fails)", finals["dsac-t"] > finals["dsac-v1"],
                   f"{finals['dsac-t']:.1f} vs {finals['dsac-v1']:.1f}")
-    res.add_claim("DSAC-T's mean return over the last 20% of training > SAC's and DSAC-v1's (strict)",
-                  tails["dsac-t"] > max(tails["sac"], tails["dsac-v1"]),
+    res.add_claim("DSAC-T's final return > TD3's (strict: a tie fails)", finals["dsac-t"] > finals["td3"],
+                  f"{finals['dsac-t']:.1f} vs {finals['td3']:.1f}")
+    res.add_claim("DSAC-T's mean return over the last 20% of training > SAC's, DSAC-v1's and TD3's (strict)",
+                  tails["dsac-t"] > max(tails["sac"], tails["dsac-v1"], tails["td3"]),
                   ", ".join(f"{LABEL[a]} {tails[a]:.1f}" for a in FULL_ALGOS))
     res.add_claim("|Q bias| of DSAC-T < |Q bias| of SAC (mean absolute normalised bias, second half of training)",
                   abs_biases["dsac-t"] < abs_biases["sac"],
