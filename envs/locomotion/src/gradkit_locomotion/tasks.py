@@ -15,7 +15,10 @@ what the QD papers put around it (QDax ``locomotion_wrappers.py``, ``wrappers.py
 * a **fixed start** by default (``fixed_start=True``: the base env's ``reset_noise_scale`` is 0, so
   every episode starts from the model's initial pose at rest and an evaluation is deterministic);
   ``fixed_start=False`` restores gymnasium's random reset noise;
-* a non-finite (NaN/inf) action is a ``ValueError`` raised before the physics is touched.
+* a non-finite (NaN/inf) action is a ``ValueError`` raised before the physics is touched;
+* on gymnasium's own v5 HalfCheetah/Hopper/Walker2d/Ant the v5 step is computed by
+  :mod:`gradkit_locomotion.fused` (bit-for-bit gymnasium's result, without its per-step Python
+  overhead); ``fused_step=False`` calls ``base_env.step`` instead.
 
 ``info`` of every step carries ``"descriptor"`` (the running descriptor) and ``"valid_steps"``; the
 step that ends the episode also carries ``"final_descriptor"``.  ``descriptor_bounds`` gives the
