@@ -77,8 +77,13 @@ def test_fused_kernel_gives_gymnasiums_step_bit_for_bit(case):
             # clipped velocities, contact forces beyond the clip range)
             scale = 1.0 if rng.random() < 0.8 else 30.0
             a = rng.uniform(-scale, scale, size=env.action_space.shape)
+            if t % 3 == 2:  # float32 actions: the control cost is float32 arithmetic in gymnasium too
+                a = a.astype(np.float32)
+                sq = np.sum(np.square(a))
+            else:
+                sq = sum_squares(a.tolist())
             o1, r1, te1, tr1, i1 = ref.step(a.copy())
-            o2, r2, te2, i2 = kernel(a.copy(), sum_squares(a.tolist()))
+            o2, r2, te2, i2 = kernel(a.copy(), sq)
             _same(o1, o2)
             assert r1 == r2
             assert te1 == te2 and tr1 is False
@@ -106,6 +111,8 @@ def test_task_with_fused_step_equals_task_on_gymnasiums_step(env_id, fixed_start
         _same(fast.reset(seed=episode), slow.reset(seed=episode))
         for t in range(60):
             a = rng.uniform(-1.5, 1.5, size=fast.action_space.shape)
+            if t % 2:
+                a = a.astype(np.float32)
             out_fast, out_slow = fast.step(a), slow.step(a)
             for x, y in zip(out_fast, out_slow):
                 _same(x, y)
@@ -136,10 +143,11 @@ def test_other_actions_and_envs_take_gymnasiums_step():
     step = env.base_env.step
     env.base_env.step = lambda a: calls.append(a) or step(a)
     env.step(np.zeros(6))
-    assert calls == []  # float64: fused
     env.step(np.zeros(6, dtype=np.float32))
+    assert calls == []  # float64 and float32: fused
     env.step([0.0] * 6)
-    assert len(calls) == 2  # float32 (gymnasium's control cost is float32 arithmetic) and a list
+    env.step(np.zeros(6, dtype=np.float16))
+    assert len(calls) == 2  # a list and another dtype: gymnasium's step
     with pytest.raises(ValueError, match="Action dimension mismatch"):
         env.step(np.zeros(5))  # a wrong shape reaches gymnasium's own check
 
@@ -167,13 +175,15 @@ def test_fingerprint_follows_the_source(monkeypatch):
     assert fused.fingerprint(HopperEnv) != fp
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_non_finite_float64_action_is_refused_on_the_fused_path_with_state_unchanged(bad):
+def test_non_finite_action_is_refused_on_the_fused_path_with_state_unchanged(bad, dtype):
     env = gym.make("gradkit/AntUni-v0").unwrapped
+    assert env.uses_fused_step
     env.reset(seed=0)
     env.step(np.full(8, 0.3))
     before = _state(env.data)
-    a = np.full(8, 0.1)
+    a = np.full(8, 0.1, dtype=dtype)
     a[5] = bad
     with pytest.raises(ValueError, match="finite"):
         env.step(a)

@@ -20,8 +20,9 @@ When a fused step is used (``fused_kernel`` returns ``None`` otherwise and the t
 * the base env is an instance of exactly gymnasium's v5 class (a subclass may change the step);
 * the installed gymnasium's source of every function the kernel re-implements has the fingerprint of
   the verified gymnasium version (``VERIFIED``); any change there turns the fused step off;
-* the action is a float64 numpy array of the action shape (other dtypes, e.g. float32, whose control
-  cost gymnasium computes in float32, and lists take gymnasium's own step).
+* the action is a float64 or float32 numpy array of the action shape (lists and other dtypes take
+  gymnasium's own step).  For float64 the caller passes ``sum_squares(action.tolist())``; for float32
+  ``np.sum(np.square(action))`` (a float32, as in gymnasium's control cost).
 
 The base env's settings (reward weights, ranges, ``frame_skip``, ``dt``, render mode) are read when
 the kernel is built, i.e. at every ``reset``; change them between episodes, not within one.
@@ -110,7 +111,8 @@ Kernel = Callable[[np.ndarray, float], Tuple[np.ndarray, float, bool, dict]]
 def fused_kernel(base, obs_size: int) -> Optional[Kernel]:
     """A fused step for ``base`` (see the module docstring), or ``None`` where gymnasium's step must be used.
 
-    The kernel takes ``(action, sq)`` -- a float64 action of the right shape and ``sum_squares`` of it --
+    The kernel takes ``(action, sq)`` -- an action of the right shape and its sum of squares, computed as
+    gymnasium computes it (module docstring) --
     and returns ``(obs, reward, terminated, info)`` as gymnasium's step would, except that ``obs`` has
     ``obs_size`` entries, the base observation first (the rest is for the caller to fill)."""
     from gymnasium.envs.mujoco.ant_v5 import AntEnv

@@ -37,7 +37,7 @@ from gymnasium import spaces
 
 from .fused import sum_squares
 
-_F64 = np.dtype(np.float64)
+_F64, _F32 = np.dtype(np.float64), np.dtype(np.float32)
 
 FEET_CONTACT = "feet_contact"
 FINAL_XY = "final_xy"
@@ -113,8 +113,9 @@ class LocomotionEnv(gym.Env):
         for gymnasium's own v5 HalfCheetah, Hopper, Walker2d and Ant envs, step the physics and compute
         the v5 observation, reward, termination and info in one function (:mod:`gradkit_locomotion.fused`:
         bit-for-bit gymnasium's result, without its per-step Python overhead) instead of calling
-        ``base_env.step``; ``False`` always calls ``base_env.step``.  Any other base env, a float32 or
-        list action, or a gymnasium whose step code differs from the verified one use ``base_env.step``.
+        ``base_env.step``; ``False`` always calls ``base_env.step``.  Any other base env, an action that is
+        not a float64/float32 array, or a gymnasium whose step code differs from the verified one use
+        ``base_env.step``.
     """
 
     metadata = {"render_modes": ["human", "rgb_array", "depth_array"]}
@@ -262,7 +263,7 @@ class LocomotionEnv(gym.Env):
 
     @property
     def uses_fused_step(self) -> bool:
-        """Whether float64 actions are stepped by the fused v5 step (:mod:`gradkit_locomotion.fused`)."""
+        """Whether float64/float32 actions are stepped by the fused v5 step (:mod:`gradkit_locomotion.fused`)."""
         return self._kernel is not None
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
@@ -280,7 +281,7 @@ class LocomotionEnv(gym.Env):
 
     def step(self, action):
         # Kept lean on purpose: the goal is at most 5% over the raw v5 env's step time (bench.py), so every
-        # attribute lookup and numpy call counts.  A float64 action of the right shape on gymnasium's own
+        # attribute lookup and numpy call counts.  A float64/float32 action of the right shape on gymnasium's own
         # v5 robots takes the fused step (fused.py: gymnasium's arithmetic, bit for bit, in one function);
         # its finiteness check comes free with the control cost's sum of squares (a NaN or inf entry makes
         # it non-finite; only then is the exact check run).  Anything else goes through base_env.step.
@@ -288,8 +289,10 @@ class LocomotionEnv(gym.Env):
         # floats or a ufunc on a stored array costs 2-3x more), the contact list is read only when ncon > 0,
         # and one foot touching with several contacts counts once (bit mask).
         kernel = self._kernel
-        if kernel is not None and type(action) is np.ndarray and action.dtype == _F64 and action.shape == self._act_shape:
-            sq = sum_squares(action.tolist())
+        if kernel is not None and type(action) is np.ndarray and action.shape == self._act_shape and (
+                action.dtype == _F64 or action.dtype == _F32):
+            # the control cost's sum of squares, as gymnasium computes it (float32 actions: in float32)
+            sq = sum_squares(action.tolist()) if action.dtype == _F64 else np.sum(np.square(action))
             if not math.isfinite(sq):
                 check_finite_action(action)  # raises unless the sum merely overflowed
             obs, reward, terminated, info = kernel(action, sq)
