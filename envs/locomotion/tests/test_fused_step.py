@@ -15,6 +15,14 @@ from gradkit_locomotion import fused
 from gradkit_locomotion.fused import fused_kernel, sum_squares
 from gradkit_locomotion.tasks import ant_trap_xml
 
+# The fused step is on only for the gymnasium whose v5 source was verified (fused.VERIFIED); with another
+# gymnasium the tasks fall back to its own step (correct, slower) and the tests that need the fused step say so.
+VERIFIED_HERE = all(fused.fingerprint(c) == fused.VERIFIED[c.__name__]
+                    for c in (HalfCheetahEnv, HopperEnv, Walker2dEnv, AntEnv))
+needs_verified = pytest.mark.skipif(
+    not VERIFIED_HERE, reason=f"gymnasium {gym.__version__}'s v5 step code differs from the verified 1.4.0: the fused "
+                              "step is off here; compare it with this gymnasium and update fused.VERIFIED")
+
 # base-env settings: the tasks' own plus every option a kernel reads, set away from its default
 CASES = {
     "cheetah": (HalfCheetahEnv, {}),
@@ -59,6 +67,7 @@ def _same(a, b):
         assert (a == b) or (a != a and b != b), (a, b)
 
 
+@needs_verified
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fused_kernel_gives_gymnasiums_step_bit_for_bit(case):
     cls, kw = CASES[case]
@@ -100,6 +109,7 @@ TASKS = ["gradkit/HalfCheetahUni-v0", "gradkit/HopperUni-v0", "gradkit/Walker2dU
          "gradkit/AntOmni-v0", "gradkit/AntTrapOmni-v0"]
 
 
+@needs_verified
 @pytest.mark.parametrize("env_id", TASKS)
 @pytest.mark.parametrize("fixed_start", [True, False])
 def test_task_with_fused_step_equals_task_on_gymnasiums_step(env_id, fixed_start):
@@ -135,6 +145,7 @@ def test_sum_squares_is_numpys_sum_of_squares_bit_for_bit():
     assert sum_squares(a) == np.sum(np.square(np.array(a))) != left_to_right
 
 
+@needs_verified
 def test_other_actions_and_envs_take_gymnasiums_step():
     env = gym.make("gradkit/HalfCheetahUni-v0").unwrapped
     assert env.uses_fused_step
@@ -158,7 +169,8 @@ def test_subclass_or_changed_gymnasium_code_turns_the_fused_step_off(monkeypatch
             return super().step(action)
 
     assert fused_kernel(MyCheetah(), 17) is None
-    assert fused_kernel(HalfCheetahEnv(), 17) is not None
+    if VERIFIED_HERE:
+        assert fused_kernel(HalfCheetahEnv(), 17) is not None
     # a gymnasium whose mirrored functions differ from the verified source: the fingerprint no longer matches
     monkeypatch.setitem(fused._fingerprints, HalfCheetahEnv, "0" * 16)
     assert fused_kernel(HalfCheetahEnv(), 17) is None
@@ -168,13 +180,14 @@ def test_subclass_or_changed_gymnasium_code_turns_the_fused_step_off(monkeypatch
 
 def test_fingerprint_follows_the_source(monkeypatch):
     fp = fused.fingerprint(HopperEnv)
-    assert fp == fused.VERIFIED["HopperEnv"]
+    assert fp is not None and len(fp) == 16
     # a changed healthy check in the installed gymnasium changes the digest
     monkeypatch.delitem(fused._fingerprints, HopperEnv)
     monkeypatch.setattr(HopperEnv, "is_healthy", property(lambda self: True))
     assert fused.fingerprint(HopperEnv) != fp
 
 
+@needs_verified
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_non_finite_action_is_refused_on_the_fused_path_with_state_unchanged(bad, dtype):
