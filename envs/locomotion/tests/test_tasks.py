@@ -393,3 +393,25 @@ def test_render_fps_in_metadata(env_id):
     assert isinstance(fps, int) and fps > 0
     if env_id != "gradkit/PointOmni-v0":
         assert fps == env.unwrapped.base_env.unwrapped.metadata["render_fps"]
+
+
+@pytest.mark.parametrize("env_id", [i for i in gradkit_locomotion.TASKS if "Point" not in i])
+def test_tasks_pickle_and_deepcopy_into_the_same_task(env_id):
+    # as gymnasium's MuJoCo envs: a pickled task is rebuilt from its arguments (a fresh env, same settings)
+    import copy
+    import pickle
+
+    env = make(env_id, episode_length=7, fixed_start=False)
+    for clone in (pickle.loads(pickle.dumps(env)), copy.deepcopy(env)):
+        assert type(clone) is type(env)
+        assert clone.episode_length == 7 and clone.fixed_start is False
+        assert clone.observation_space == env.observation_space and clone.descriptor_bounds[1].tolist() == \
+            env.descriptor_bounds[1].tolist()
+        o1, _ = env.reset(seed=3)
+        o2, _ = clone.reset(seed=3)
+        np.testing.assert_array_equal(o1, o2)
+        for a in np.random.default_rng(0).uniform(-1, 1, size=(7,) + env.action_space.shape):
+            s1, s2 = env.step(a), clone.step(a)
+            np.testing.assert_array_equal(s1[0], s2[0])
+            assert s1[1:4] == s2[1:4]
+        np.testing.assert_array_equal(s1[4]["final_descriptor"], s2[4]["final_descriptor"])

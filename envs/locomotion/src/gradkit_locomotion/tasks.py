@@ -34,6 +34,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import EzPickle
 
 from .fused import sum_squares
 
@@ -86,7 +87,7 @@ def _check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-class LocomotionEnv(gym.Env):
+class LocomotionEnv(gym.Env, EzPickle):
     """A gymnasium v5 MuJoCo env turned into a QD task (descriptor, clipped reward, time feature).
 
     Parameters
@@ -137,6 +138,11 @@ class LocomotionEnv(gym.Env):
     ):
         if descriptor not in (FEET_CONTACT, FINAL_XY):
             raise ValueError(f"descriptor must be {FEET_CONTACT!r} or {FINAL_XY!r}, got {descriptor!r}")
+        # pickling (and copy.deepcopy) rebuilds the env from its arguments, as gymnasium's MuJoCo envs do
+        EzPickle.__init__(self, base_env, descriptor=descriptor, episode_length=episode_length, feet=feet,
+                          desc_bound=desc_bound, omni_reward=omni_reward, reward_offset=reward_offset,
+                          clip_reward=clip_reward, scale_xy_obs=scale_xy_obs, time_feature=time_feature,
+                          fused_step=fused_step)
         self.base_env = base_env
         self.descriptor_kind = descriptor
         self.episode_length = _check_positive_int("episode_length", episode_length)
@@ -390,6 +396,8 @@ class AntOmni(LocomotionEnv):
             scale_xy_obs=True,
             fused_step=fused_step,
         )
+        EzPickle.__init__(self, episode_length=episode_length, desc_bound=desc_bound, render_mode=render_mode,
+                          fixed_start=fixed_start, fused_step=fused_step, **ant_kwargs)
 
     def _extra_ant_kwargs(self) -> Dict[str, Any]:
         return {}
@@ -415,6 +423,8 @@ class _UniTask(LocomotionEnv):
             feet=FEET[self._robot],
             fused_step=fused_step,
         )
+        EzPickle.__init__(self, episode_length=episode_length, render_mode=render_mode, fixed_start=fixed_start,
+                          fused_step=fused_step, **base_kwargs)
 
 
 class HalfCheetahUni(_UniTask):
