@@ -310,8 +310,11 @@ class LocomotionEnv(gym.Env, EzPickle):
             except (AttributeError, TypeError):
                 check_finite_action(action)
             base_obs, reward, terminated, truncated, info = self.base_env.step(action)
-            obs = np.empty(self._obs_size)
-            obs[:self._n_base] = base_obs
+            if self.time_feature:
+                obs = np.empty(self._obs_size)
+                obs[:self._n_base] = base_obs
+            else:
+                obs = np.array(base_obs, dtype=np.float64)  # a copy in the base env's own shape
         t = self._t = self._t + 1
         if self.omni_reward:
             reward = info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
