@@ -307,6 +307,12 @@ def test_bad_arguments_are_clear_errors():
         PointOmniEnv().step(np.zeros(3))
     with pytest.raises(gym.error.Error):
         gym.make("gradkit/NoSuchTask-v0")
+    # flags are not coerced: "no" would be truthy, 0 would pass as False
+    for env_id in ("gradkit/HopperUni-v0", "gradkit/AntOmni-v0"):
+        for key, bad in (("fixed_start", "no"), ("fused_step", 0), ("fused_step", None)):
+            with pytest.raises(ValueError, match=f"{key} must be True or False"):
+                gym.make(env_id, **{key: bad})
+    assert make("gradkit/HopperUni-v0", fused_step=np.bool_(False)).uses_fused_step is False
 
 
 def test_a_foot_with_several_floor_contacts_counts_once_and_other_pairs_not_at_all():

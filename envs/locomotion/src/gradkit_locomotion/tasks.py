@@ -81,6 +81,13 @@ def fixed_start_kwargs(fixed_start: bool, base_kwargs: Dict[str, Any]) -> Dict[s
     return kw
 
 
+def _check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool; anything but ``True``/``False`` (numpy's included) is a ``ValueError`` (not coerced)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -200,7 +207,7 @@ class LocomotionEnv(gym.Env, EzPickle):
         self._feet_scan = descriptor == FEET_CONTACT
         self._n_base = int(np.prod(base_obs.shape))
         self._obs_size = self._n_base + (1 if self.time_feature else 0)
-        self.fused_step = bool(fused_step)
+        self.fused_step = _check_bool("fused_step", fused_step)
         self._act_shape = tuple(self.action_space.shape)
         self._kernel = self._build_kernel()
         self._t = 0
@@ -381,6 +388,7 @@ class AntOmni(LocomotionEnv):
 
     def __init__(self, episode_length: int = 250, desc_bound: float = 30.0, render_mode=None,
                  fixed_start: bool = True, fused_step: bool = True, **ant_kwargs):
+        self.fixed_start = _check_bool("fixed_start", fixed_start)  # checked before the base env is built
         base = _ant(
             exclude_current_positions_from_observation=False,
             forward_reward_weight=0.0,
@@ -388,7 +396,6 @@ class AntOmni(LocomotionEnv):
             **self._extra_ant_kwargs(),
             **fixed_start_kwargs(fixed_start, ant_kwargs),
         )
-        self.fixed_start = bool(fixed_start)
         super().__init__(
             base,
             descriptor=FINAL_XY,
@@ -418,7 +425,7 @@ class _UniTask(LocomotionEnv):
 
     def __init__(self, episode_length: int = 1000, render_mode=None, fixed_start: bool = True,
                  fused_step: bool = True, **base_kwargs):
-        self.fixed_start = bool(fixed_start)
+        self.fixed_start = _check_bool("fixed_start", fixed_start)
         super().__init__(
             self._make_base(render_mode=render_mode, **fixed_start_kwargs(fixed_start, base_kwargs)),
             descriptor=FEET_CONTACT,
