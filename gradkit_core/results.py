@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -134,6 +135,30 @@ class Result:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+def paired_beyond(a: Sequence[float], b: Sequence[float], k: float = 2.0) -> "tuple[bool, str]":
+    """Is ``a`` above ``b``, seed by seed? ``(holds, detail)`` -- the claims rule of the reproductions.
+
+    The paired differences ``a_i - b_i`` over seeds must have a mean above ``k`` standard errors
+    (``stdev / sqrt(n)``) and above 0: strict, so an exact tie never holds.  One seed gives no standard
+    error, so the claim is undecided and does not hold.  Unequal lengths, no seeds or a non-finite value
+    are a ``ValueError``.
+    """
+    try:
+        a, b = [float(x) for x in a], [float(x) for x in b]
+    except (TypeError, ValueError):
+        raise ValueError(f"paired_beyond needs two sequences of numbers, got {a!r} and {b!r}") from None
+    if len(a) != len(b) or not a or not all(math.isfinite(x) for x in a + b):
+        raise ValueError(f"paired_beyond needs two equal-length, non-empty sequences of finite values, got {a!r} and {b!r}")
+    if not (math.isfinite(k) and k >= 0):
+        raise ValueError(f"paired_beyond: k must be a finite number >= 0, got {k!r}")
+    diffs = [x - y for x, y in zip(a, b)]
+    m = sum(diffs) / len(diffs)
+    if len(diffs) < 2:
+        return False, f"undecided: diff {m:+.3f} on one seed (a margin of {k:g} SE needs >= 2 seeds)"
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return bool(m > k * se and m > 0.0), f"paired diff {m:+.3f} ± {se:.3f} SE over {len(diffs)} seeds, margin {k:g} SE"
 
 
 def _safe(name: str) -> str:

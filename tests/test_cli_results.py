@@ -211,3 +211,18 @@ def test_failed_runs_are_one_error_with_tracebacks_in_the_out_dir(toy_registry, 
     err = capsys.readouterr().err
     assert err.startswith("error: 1 of 4 runs failed") and err.count("\n") == 1 and "ValueError: diverged" in err
     assert "ValueError: diverged" in (tmp_path / "failures.txt").read_text()
+
+
+def test_paired_beyond_is_strict_and_needs_seeds():
+    from gradkit_core.results import paired_beyond
+
+    assert paired_beyond([10.0, 11.0, 12.0], [1.0, 2.0, 2.0])[0]
+    assert not paired_beyond([3.0, 3.0], [3.0, 3.0])[0]  # an exact tie never holds
+    assert not paired_beyond([5.0, 1.0, 6.0], [1.0, 5.0, 2.0])[0]  # ahead on the mean, within 2 SE
+    ok, detail = paired_beyond([10.0], [1.0])
+    assert not ok and "undecided" in detail  # one seed: no standard error
+    for a, b in (([], []), ([1.0], [1.0, 2.0]), ([float("inf")], [0.0]), (["x"], [0.0])):
+        with pytest.raises(ValueError, match="paired_beyond"):
+            paired_beyond(a, b)
+    with pytest.raises(ValueError, match="k must be"):
+        paired_beyond([1.0, 2.0], [0.0, 0.0], k=float("nan"))

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from gradkit_core.results import Result
+from gradkit_core.results import Result, paired_beyond
 from gradkit_core.results import progress as _bar
 
 POINT = dict(n_cells=64, n_init_cvt_samples=5000, init_batch=32, ga_batch=16, pg_batch=16, actor_episodes=8,
@@ -39,24 +39,6 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 ALGOS = ("dcg-me", "pga-me", "map-elites")
 K_SE = 2.0  #: a claim holds when the mean paired difference over seeds exceeds K_SE standard errors
-
-
-def paired_beyond(a: Sequence[float], b: Sequence[float], k: float = K_SE) -> Tuple[bool, str]:
-    """Is ``a`` above ``b``, seed by seed? ``(holds, detail)``.
-
-    The paired differences ``a_i - b_i`` over seeds must have a mean above ``k`` standard errors
-    (``std(ddof=1) / sqrt(n)``) and above 0: strict, so an exact tie never holds (a mean of 0 is not
-    above ``k * 0``). One seed gives no standard error, so the claim is undecided and does not hold.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape or a.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise ValueError(f"paired_beyond needs two equal-length 1-D sequences of finite values, got {a!r} and {b!r}")
-    diffs = a - b
-    m = float(diffs.mean())
-    if diffs.size < 2:
-        return False, f"undecided: diff {m:+.3f} on one seed (a margin of {k:g} SE needs >= 2 seeds)"
-    se = float(diffs.std(ddof=1) / np.sqrt(diffs.size))
-    return bool(m > k * se and m > 0.0), f"paired diff {m:+.3f} ± {se:.3f} SE over {diffs.size} seeds, margin {k:g} SE"
 
 
 def add_claims(res: Result, runs: Dict[str, List[Dict[str, Any]]], mean: Dict[str, Dict[str, float]],

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from gradkit_core.results import Result, progress as _progress
+from gradkit_core.results import Result, paired_beyond, progress as _progress
 
 ALGOS = ("dsac-t", "dsac-v1", "sac", "td3")
 RS_ALGOS = ("dsac-t", "dsac-v1", "sac")  # the reward-scale experiment (the paper's comparison)
@@ -224,17 +224,22 @@ def _run_full(*, out, seeds, progress, steps: int, jobs: int = 1, resume: bool =
             res.add_row(method=LABEL[algo], seed="mean", final_return=finals[algo], last_20pct_return=tails[algo],
                         q_bias_second_half=biases[algo], q_abs_bias_second_half=abs_biases[algo],
                         wall_s=float(np.mean([r["wall"] for r in runs])))
-    res.add_claim("DSAC-T's final return > SAC's (strict: a tie fails)", finals["dsac-t"] > finals["sac"],
-                  f"{finals['dsac-t']:.1f} vs {finals['sac']:.1f}")
-    res.add_claim("DSAC-T's final return > DSAC-v1's (strict: a tie fails)", finals["dsac-t"] > finals["dsac-v1"],
-                  f"{finals['dsac-t']:.1f} vs {finals['dsac-v1']:.1f}")
-    res.add_claim("DSAC-T's final return > TD3's (strict: a tie fails)", finals["dsac-t"] > finals["td3"],
-                  f"{finals['dsac-t']:.1f} vs {finals['td3']:.1f}")
-    res.add_claim("DSAC-T's mean return over the last 20% of training > SAC's, DSAC-v1's and TD3's (strict)",
-                  tails["dsac-t"] > max(tails["sac"], tails["dsac-v1"], tails["td3"]),
-                  ", ".join(f"{LABEL[a]} {tails[a]:.1f}" for a in FULL_ALGOS))
-    res.add_claim("|Q bias| of DSAC-T < |Q bias| of SAC (mean absolute normalised bias, second half of training)",
-                  abs_biases["dsac-t"] < abs_biases["sac"],
-                  f"{abs_biases['dsac-t']:.3f} vs {abs_biases['sac']:.3f} (signed means {biases['dsac-t']:+.3f} vs "
+    # every claim is a paired difference over seeds beyond 2 SE (gradkit_core.results.paired_beyond):
+    # strict, and a one-seed run is undecided
+    per_seed = {a: [r for t, r in zip(tasks, done) if t["algo"] == a] for a in FULL_ALGOS}
+    final = {a: [r["final"] for r in per_seed[a]] for a in FULL_ALGOS}
+    tail = {a: [_tail_mean(r["y"]) for r in per_seed[a]] for a in FULL_ALGOS}
+    absb = {a: [_abs_bias(r["bias"]) for r in per_seed[a]] for a in FULL_ALGOS}
+    for other in ("sac", "dsac-v1", "td3"):
+        ok, how = paired_beyond(final["dsac-t"], final[other], RS_K)
+        res.add_claim(f"DSAC-T's final return > {LABEL[other]}'s (paired over seeds, > 2 SE)", ok,
+                      f"{finals['dsac-t']:.1f} vs {finals[other]:.1f} ({how})")
+    best_other = max(("sac", "dsac-v1", "td3"), key=lambda a: tails[a])
+    ok, how = paired_beyond(tail["dsac-t"], tail[best_other], RS_K)
+    res.add_claim("DSAC-T's mean return over the last 20% of training > the best other agent's (paired, > 2 SE)", ok,
+                  ", ".join(f"{LABEL[a]} {tails[a]:.1f}" for a in FULL_ALGOS) + f"; vs {LABEL[best_other]}: {how}")
+    ok, how = paired_beyond(absb["sac"], absb["dsac-t"], RS_K)
+    res.add_claim("|Q bias| of DSAC-T < |Q bias| of SAC (mean absolute normalised bias, second half; paired, > 2 SE)", ok,
+                  f"{abs_biases['dsac-t']:.3f} vs {abs_biases['sac']:.3f} ({how}; signed means {biases['dsac-t']:+.3f} vs "
                   f"{biases['sac']:+.3f}: signed values cancel, so the claim uses absolute ones)")
     return res
